@@ -1,0 +1,25 @@
+/* The `llava` command: one function per subcommand, each in its own file, all taking the
+ * arguments after the subcommand name (argv[0] is the subcommand) and returning the exit code. */
+#ifndef LLAVA_CLI_H
+#define LLAVA_CLI_H
+
+typedef struct cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} cli_command;
+
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_preprocess(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+
+/* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
