@@ -1,0 +1,80 @@
+/* Kernels on f32 activations with weights used in place in their stored dtype (F32, F16, BF16;
+ * row-major [out, in] as in PyTorch checkpoints), and the compute thread pool that splits them.
+ * Every kernel has a scalar reference path plus AVX2/FMA and AVX-512 paths, chosen at run time
+ * from CPUID; LLAVA_ISA=scalar|avx2|avx512 forces one (never beyond what the CPU has). */
+#ifndef LLAVA_TENSOR_H
+#define LLAVA_TENSOR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/dtype.h"
+
+/* ---- instruction sets ---- */
+
+typedef enum tensor_isa { TENSOR_ISA_SCALAR, TENSOR_ISA_AVX2, TENSOR_ISA_AVX512 } tensor_isa;
+
+/* The best path this CPU supports (AVX2 needs AVX2+FMA+F16C; AVX-512 needs F, BW, DQ, VL). */
+tensor_isa tensor_isa_detect(void);
+/* The path in use: detect(), lowered by LLAVA_ISA or tensor_isa_set. Any thread. */
+tensor_isa tensor_isa_active(void);
+/* Forces a path for tests (clamped to what the CPU has); returns the path now active. */
+tensor_isa tensor_isa_set(tensor_isa isa);
+const char *tensor_isa_name(tensor_isa isa);
+
+/* ---- thread pool ---- */
+
+/* A persistent pool of worker threads for slices of one kernel call. The thread that calls
+ * tensor_pool_run takes part as thread 0. Not reentrant: one run at a time per pool. */
+typedef struct tensor_pool tensor_pool;
+
+/* n_threads <= 0: the number of online cores. Returns NULL on failure. */
+tensor_pool *tensor_pool_create(int n_threads);
+void tensor_pool_destroy(tensor_pool *pool);
+int tensor_pool_threads(const tensor_pool *pool);
+/* Runs fn(ctx, ith, nth) for ith = 0..nth-1 across the pool and returns when all are done.
+ * pool may be NULL (runs fn(ctx, 0, 1) on the caller). */
+void tensor_pool_run(tensor_pool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+
+/* ---- products ---- */
+
+/* y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N] if not NULL). W is F32, F16 or BF16, row stride K
+ * elements. M == 1 is the decode case (memory-bound), large M the prompt/image case. Arithmetic
+ * is f32 with f32 accumulation. pool may be NULL. */
+void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                   const float *bias, int M, int N, int K);
+
+/* y[M,N] = x[M,K] · B[K,N], all f32, B row-major with row stride ldb (>= N); x has row stride
+ * ldx (>= K) and y row stride ldy (>= N). For attention (probabilities · V). */
+void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
+                      const float *b, int ldb, int M, int N, int K);
+
+/* ---- element-wise and row kernels (in place unless noted; n = row length) ---- */
+
+/* y = (x - mean) / sqrt(var + eps) * w + b over rows of n; rows independent. */
+void tensor_layernorm(float *y, const float *x, const float *w, const float *b, int rows, int n,
+                      float eps);
+/* y = x * rsqrt(mean(x²) + eps) * w, HF LlamaRMSNorm (f32). */
+void tensor_rmsnorm(float *y, const float *x, const float *w, int rows, int n, float eps);
+/* Softmax over each row, in place, numerically stable (max subtracted). */
+void tensor_softmax(float *x, int rows, int n);
+
+void tensor_gelu(float *x, size_t n);       /* exact: 0.5·x·(1 + erf(x/√2)) */
+void tensor_gelu_tanh(float *x, size_t n);  /* tanh approximation ("gelu_pytorch_tanh") */
+void tensor_quick_gelu(float *x, size_t n); /* x·σ(1.702·x) */
+void tensor_silu(float *x, size_t n);       /* x·σ(x) */
+/* gate[i] = silu(gate[i]) * up[i]: the SwiGLU of LLaMA's MLP. */
+void tensor_silu_mul(float *gate, const float *up, size_t n);
+
+/* inv_freq[i] = 1 / theta^(2i/head_dim), i < head_dim/2, computed in float32 as transformers
+ * does (the result differs from a double computation in the last bits, which shows in logits). */
+void tensor_rope_inv_freq(float *inv_freq, int head_dim, double theta);
+/* Rotates n_heads heads of head_dim at position pos in place, HF rotate_half layout
+ * (pairs (i, i + head_dim/2)): x' = x·cos + rotate_half(x)·sin, angle = pos·inv_freq[i]
+ * (computed in float32 like transformers: cos/sin of (float)pos * inv_freq). */
+void tensor_rope(float *x, int n_heads, int head_dim, float pos, const float *inv_freq);
+
+/* dst[i] = float(src[i]) for F32/F16/BF16 src (embedding rows, small weights). */
+void tensor_to_f32(float *dst, const void *src, llava_dtype type, size_t n);
+
+#endif
