@@ -5,6 +5,7 @@
 #define LLAVA_IO_HFCONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "base/error.h"
@@ -52,13 +53,19 @@ typedef struct hf_llava_config {
     hf_act projector_hidden_act;
     int vision_feature_layer;     /* as written (negative counts from the end) */
     bool select_full;             /* vision_feature_select_strategy "full" (else "default") */
-    bool tie_word_embeddings;
+    bool tie_word_embeddings;     /* as written (PretrainedConfig default true); whether lm_head is
+                                   * tied to the embeddings is text.tie_word_embeddings */
     hf_text_config text;
     hf_vision_config vision;
 } hf_llava_config;
 
 /* config.json of LlavaForConditionalGeneration. Errors name the file and key. */
 llava_status hf_llava_config_load(const char *path, hf_llava_config *out, llava_error *err);
+/* The same from JSON text in memory; `what` names it in errors. */
+llava_status hf_llava_config_parse(const char *text, size_t len, const char *what,
+                                   hf_llava_config *out, llava_error *err);
+/* The transformers spelling of an activation ("silu", "gelu", "quick_gelu", ...). */
+const char *hf_act_name(hf_act act);
 
 typedef struct hf_generation_config {
     int bos_token_id;             /* -1 if absent */
@@ -75,6 +82,10 @@ typedef struct hf_generation_config {
 /* generation_config.json (eos_token_id may be an int or a list). */
 llava_status hf_generation_config_load(const char *path, hf_generation_config *out,
                                        llava_error *err);
+llava_status hf_generation_config_parse(const char *text, size_t len, const char *what,
+                                        hf_generation_config *out, llava_error *err);
+/* What GenerationConfig() holds with no file (ids -1, no eos). */
+void hf_generation_config_default(hf_generation_config *out);
 
 typedef struct hf_preprocess_config {
     bool do_resize;
@@ -94,6 +105,8 @@ typedef struct hf_preprocess_config {
 /* preprocessor_config.json (CLIPImageProcessor keys; unknown keys ignored). */
 llava_status hf_preprocess_config_load(const char *path, hf_preprocess_config *out,
                                        llava_error *err);
+llava_status hf_preprocess_config_parse(const char *text, size_t len, const char *what,
+                                        hf_preprocess_config *out, llava_error *err);
 /* CLIPImageProcessor's defaults (224 crop, OpenAI CLIP mean/std). */
 void hf_preprocess_config_default(hf_preprocess_config *out);
 
