@@ -1,0 +1,56 @@
+/* Multi-head attention as matrix products, the same code for the vision tower (bidirectional)
+ * and the decoder (causal, over the KV cache, optional sliding window): per head, S = Q·Kᵀ with K
+ * as the "weight" of tensor_matmul, a masked softmax per row, then S·V with tensor_matmul_nn.
+ * Heads are spread over the pool; each head's products run on one thread. */
+#include <string.h>
+
+#include "model/internal.h"
+
+size_t attention_scratch_floats(int n_q, int n_keys, int hd) {
+    /* scores [n_q, n_keys], the head's queries [n_q, hd], its keys [n_keys, hd] when strided */
+    return (size_t)n_q * (size_t)n_keys + (size_t)n_q * (size_t)hd + (size_t)n_keys * (size_t)hd;
+}
+
+static void one_head(const attention_args *a, int h, float *scratch) {
+    int hd = a->hd, nq = a->n_q, nk = a->n_keys;
+    int g = h / (a->n_heads / a->n_kv_heads);
+    float *S = scratch;
+    float *Q = S + (size_t)nq * nk;
+    float *Kc = Q + (size_t)nq * hd;
+
+    size_t row_bytes = (size_t)hd * sizeof(float);
+    for (int r = 0; r < nq; r++)
+        memcpy(Q + (size_t)r * hd, a->q + (size_t)r * a->ldq + (size_t)h * hd, row_bytes);
+    const float *K = a->k + (size_t)g * a->kv_head_stride;
+    if (a->ldk != hd) { /* tensor_matmul wants the keys as rows of exactly hd floats */
+        for (int j = 0; j < nk; j++) memcpy(Kc + (size_t)j * hd, K + (size_t)j * a->ldk, row_bytes);
+        K = Kc;
+    }
+    tensor_matmul(NULL, S, Q, K, LLAVA_DTYPE_F32, NULL, nq, nk, hd);
+
+    for (int r = 0; r < nq; r++) {
+        float *row = S + (size_t)r * nk;
+        int lo = 0, hi = nk - 1;
+        if (a->causal) {
+            int p = a->q_pos0 + r;
+            if (p < hi) hi = p;
+            if (a->window > 0 && p - a->window > lo) lo = p - a->window;
+        }
+        for (int j = lo; j <= hi; j++) row[j] *= a->scale;
+        tensor_softmax(row + lo, 1, hi - lo + 1);
+        if (lo > 0) memset(row, 0, (size_t)lo * sizeof *row);
+        if (hi < nk - 1) memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
+    }
+    const float *V = a->v + (size_t)g * a->kv_head_stride;
+    tensor_matmul_nn(NULL, a->out + (size_t)h * hd, a->ldo, S, nk, V, a->ldk, nq, hd, nk);
+}
+
+static void heads_task(void *ctx, int ith, int nth) {
+    const attention_args *a = ctx;
+    float *scratch = a->scratch + (size_t)ith * a->scratch_per_thread;
+    for (int h = ith; h < a->n_heads; h += nth) one_head(a, h, scratch);
+}
+
+void attention_run(tensor_pool *pool, const attention_args *a) {
+    tensor_pool_run(pool, heads_task, (void *)a);
+}

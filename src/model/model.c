@@ -1,0 +1,160 @@
+/* Loading a llava-hf checkpoint folder into a llava_model: the three config files, the tokenizer
+ * and its chat template, the mapped weights, the compute pool, and the sizes derived from them. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/file.h"
+#include "image/image.h"
+#include "model/internal.h"
+
+double llava_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+void llava_apply_act(hf_act act, float *x, size_t n) {
+    switch (act) {
+    case HF_ACT_SILU: tensor_silu(x, n); break;
+    case HF_ACT_GELU: tensor_gelu(x, n); break;
+    case HF_ACT_GELU_TANH: tensor_gelu_tanh(x, n); break;
+    case HF_ACT_QUICK_GELU: tensor_quick_gelu(x, n); break;
+    case HF_ACT_RELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] > 0.0f ? x[i] : 0.0f;
+        break;
+    }
+}
+
+void llava_model_options_default(llava_model_options *opt) { memset(opt, 0, sizeof *opt); }
+
+static llava_status load_configs(llava_model *m, llava_error *err) {
+    char path[1200];
+    llava_status st;
+    if (llava_path_join(path, sizeof path, m->dir, "config.json") != 0)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model path too long: %s", m->dir);
+    if (!llava_file_exists(path))
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: no config.json (not a llava-hf checkpoint "
+                               "folder)", m->dir);
+    if ((st = hf_llava_config_load(path, &m->cfg, err)) != LLAVA_OK) return st;
+
+    memset(&m->gen, 0, sizeof m->gen);
+    m->gen.bos_token_id = m->gen.pad_token_id = -1;
+    llava_path_join(path, sizeof path, m->dir, "generation_config.json");
+    if (llava_file_exists(path) && (st = hf_generation_config_load(path, &m->gen, err)) != LLAVA_OK)
+        return st;
+
+    /* without preprocessor_config.json: CLIP's pipeline at the tower's own size */
+    int S = m->cfg.vision.image_size;
+    hf_preprocess_config_default(&m->pre);
+    m->pre.shortest_edge = S;
+    m->pre.crop_height = m->pre.crop_width = S;
+    llava_path_join(path, sizeof path, m->dir, "preprocessor_config.json");
+    if (llava_file_exists(path) && (st = hf_preprocess_config_load(path, &m->pre, err)) != LLAVA_OK)
+        return st;
+    int h = 0, w = 0;
+    if ((st = image_preprocess_size(&m->pre, S, S, &h, &w, err)) != LLAVA_OK)
+        return llava_error_prefix(err, "%s", path);
+    if (h != S || w != S)
+        return llava_error_set(err, LLAVA_ERR_FORMAT,
+                               "%s: preprocessing gives %dx%d images but vision_config.image_size "
+                               "is %d", path, w, h, S);
+    return LLAVA_OK;
+}
+
+static llava_status load_tokenizer(llava_model *m, llava_error *err) {
+    llava_status st = tokenizer_load(m->dir, &m->tok, err);
+    if (st != LLAVA_OK) return st;
+    int32_t image_id = tokenizer_token_id(m->tok, TEMPLATE_IMAGE_MARKER);
+    if (image_id != m->cfg.image_token_index)
+        return llava_error_set(err, LLAVA_ERR_FORMAT,
+                               "%s: the tokenizer's %s token is %d but config.json's "
+                               "image_token_index is %d", m->dir, TEMPLATE_IMAGE_MARKER,
+                               (int)image_id, m->cfg.image_token_index);
+    if (image_id >= m->cfg.text.vocab_size || tokenizer_vocab_size(m->tok) > m->cfg.text.vocab_size)
+        return llava_error_set(err, LLAVA_ERR_FORMAT,
+                               "%s: the tokenizer has %d ids but text_config.vocab_size is %d",
+                               m->dir, (int)tokenizer_vocab_size(m->tok), m->cfg.text.vocab_size);
+    return LLAVA_OK;
+}
+
+static void fill_info(llava_model *m) {
+    const hf_llava_config *c = &m->cfg;
+    llava_model_info *i = &m->info;
+    int grid = c->vision.image_size / c->vision.patch_size;
+    int layers = c->vision.num_hidden_layers;
+    m->vision_layers_run = c->vision_feature_layer >= 0 ? c->vision_feature_layer
+                                                        : layers + 1 + c->vision_feature_layer;
+    m->image_tokens = grid * grid + (c->select_full ? 1 : 0);
+
+    memset(i, 0, sizeof *i);
+    i->image_size = c->vision.image_size;
+    i->tokens_per_image = m->image_tokens;
+    i->vision_hidden = c->vision.hidden_size;
+    i->text_hidden = c->text.hidden_size;
+    i->vocab_size = c->text.vocab_size;
+    int max_pos = c->text.max_position_embeddings;
+    i->n_ctx = m->opt.n_ctx > 0 && m->opt.n_ctx < max_pos ? m->opt.n_ctx : max_pos;
+    i->image_token_id = c->image_token_index;
+    i->bos_id = tokenizer_adds_bos(m->tok) ? tokenizer_bos_id(m->tok) : -1;
+    for (int k = 0; k < m->gen.n_eos && i->n_eos < 8; k++)
+        if (m->gen.eos_token_ids[k] >= 0) i->eos_ids[i->n_eos++] = m->gen.eos_token_ids[k];
+    if (i->n_eos == 0 && tokenizer_eos_id(m->tok) >= 0) i->eos_ids[i->n_eos++] = tokenizer_eos_id(m->tok);
+    i->chat_template = template_detect(tokenizer_chat_template(m->tok), c->text.model_type);
+    i->n_threads = m->pool ? tensor_pool_threads(m->pool) : 1;
+}
+
+llava_status llava_model_load(const char *dir, const llava_model_options *opt, llava_model **out,
+                              llava_error *err) {
+    llava_error local;
+    if (!err) err = &local;
+    *out = NULL;
+    if (!dir || !*dir)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "no model folder given");
+    llava_model *m = calloc(1, sizeof *m);
+    if (!m) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory loading %s", dir);
+    if (opt) m->opt = *opt;
+    if (m->opt.prefill_chunk <= 0) m->opt.prefill_chunk = 256;
+    if (strlen(dir) >= sizeof m->dir) {
+        free(m);
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model path too long: %.100s...",
+                               dir);
+    }
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+
+    llava_status st = load_configs(m, err);
+    if (st == LLAVA_OK) st = load_tokenizer(m, err);
+    if (st == LLAVA_OK) st = st_set_open(dir, &m->weights, err);
+    if (st == LLAVA_OK) st = llava_weights_bind(m, err);
+    if (st == LLAVA_OK) {
+        m->pool = tensor_pool_create(m->opt.n_threads);
+        if (!m->pool)
+            st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "could not start %d compute threads",
+                                 m->opt.n_threads);
+    }
+    if (st != LLAVA_OK) {
+        llava_model_free(m);
+        return st;
+    }
+    fill_info(m);
+    *out = m;
+    return LLAVA_OK;
+}
+
+void llava_model_free(llava_model *m) {
+    if (!m) return;
+    tensor_pool_destroy(m->pool);
+    st_set_close(m->weights);
+    tokenizer_free(m->tok);
+    free(m->small);
+    free(m->clip.layers);
+    free(m->dec.layers);
+    free(m);
+}
+
+void llava_model_get_info(const llava_model *m, llava_model_info *out) { *out = m->info; }
+
+const hf_llava_config *llava_model_config(const llava_model *m) { return &m->cfg; }
+
+int llava_model_feature_rows(const llava_model *m) { return m->image_tokens; }

@@ -1,0 +1,218 @@
+/* Finding every tensor of a llava-hf checkpoint by name, in either naming layout, checking its
+ * dtype and shape against the config, and binding it: big matrices in place, small vectors (norms,
+ * biases, embeddings of the vision tower) converted once to f32. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/error.h"
+#include "model/internal.h"
+
+/* Where each part lives: the hub layout (what llava-hf publishes) or the layout newer
+ * transformers versions write (LlavaModel inside LlavaForConditionalGeneration). */
+typedef struct layout {
+    const char *text;     /* decoder layers, embed_tokens, norm */
+    const char *head;     /* lm_head.weight, full name */
+    const char *vision;   /* CLIP vision_model */
+    const char *proj;     /* multi_modal_projector */
+} layout;
+
+static const layout HUB = {"language_model.model.", "language_model.lm_head.weight",
+                           "vision_tower.vision_model.", "multi_modal_projector."};
+static const layout NEW = {"model.language_model.", "lm_head.weight",
+                           "model.vision_tower.vision_model.", "model.multi_modal_projector."};
+
+typedef struct binder {
+    llava_model *m;
+    const layout *lay;
+    float *small;          /* next free f32 slot */
+    float *small_end;
+    llava_error *err;
+} binder;
+
+static void shape_str(char *out, size_t cap, int ndim, const int64_t *shape) {
+    size_t n = (size_t)snprintf(out, cap, "[");
+    for (int i = 0; i < ndim && n < cap; i++)
+        n += (size_t)snprintf(out + n, cap - n, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (n < cap) snprintf(out + n, cap - n, "]");
+}
+
+/* The tensor `prefix + name` with exactly the given shape and a float dtype, or NULL with the
+ * error set (naming the tensor, its shape and the expected one). */
+static const st_tensor *find(binder *b, const char *prefix, const char *name, int ndim,
+                             const int64_t *shape) {
+    char full[256], want[96], have[96];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    shape_str(want, sizeof want, ndim, shape);
+    const st_tensor *t = st_set_find(b->m->weights, full);
+    if (!t) {
+        llava_error_set(b->err, LLAVA_ERR_FORMAT, "%s: tensor '%s' is missing (expected shape %s)",
+                        b->m->dir, full, want);
+        return NULL;
+    }
+    bool same = t->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = t->shape[i] == shape[i];
+    if (!same) {
+        shape_str(have, sizeof have, t->ndim, t->shape);
+        llava_error_set(b->err, LLAVA_ERR_FORMAT,
+                        "%s: tensor '%s' has shape %s, expected %s from config.json", t->file, full,
+                        have, want);
+        return NULL;
+    }
+    if (t->dtype != LLAVA_DTYPE_F32 && t->dtype != LLAVA_DTYPE_F16 && t->dtype != LLAVA_DTYPE_BF16) {
+        llava_error_set(b->err, LLAVA_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' has dtype %s (F32, F16 or BF16 supported)", t->file, full,
+                        llava_dtype_name(t->dtype));
+        return NULL;
+    }
+    return t;
+}
+
+static bool matrix(binder *b, const char *prefix, const char *name, int rows, int cols,
+                   llava_matrix *out) {
+    int64_t shape[2] = {rows, cols};
+    const st_tensor *t = find(b, prefix, name, 2, shape);
+    if (!t) return false;
+    *out = (llava_matrix){t->data, t->dtype, rows, cols};
+    return true;
+}
+
+/* A vector or small table converted to f32 into the model's small-weights block. */
+static bool small_f32(binder *b, const char *prefix, const char *name, int ndim,
+                      const int64_t *shape, const float **out) {
+    const st_tensor *t = find(b, prefix, name, ndim, shape);
+    if (!t) return false;
+    if ((size_t)(b->small_end - b->small) < (size_t)t->numel) {
+        llava_error_set(b->err, LLAVA_ERR_INTERNAL, "weights: small-tensor block too small at '%s'",
+                        name);
+        return false;
+    }
+    tensor_to_f32(b->small, t->data, t->dtype, (size_t)t->numel);
+    *out = b->small;
+    b->small += t->numel;
+    return true;
+}
+
+static bool vec(binder *b, const char *prefix, const char *name, int n, const float **out) {
+    int64_t shape[1] = {n};
+    return small_f32(b, prefix, name, 1, shape, out);
+}
+
+/* Floats of every small tensor small_f32 will copy, from the config. */
+static size_t small_count(const hf_llava_config *c) {
+    const hf_vision_config *v = &c->vision;
+    const hf_text_config *t = &c->text;
+    size_t dv = (size_t)v->hidden_size, dt = (size_t)t->hidden_size;
+    size_t grid = (size_t)(v->image_size / v->patch_size);
+    size_t n = dv + (grid * grid + 1) * dv + 2 * dv;
+    n += (size_t)v->num_hidden_layers * (8 * dv + (size_t)v->intermediate_size + dv);
+    n += 2 * dt;
+    size_t qd = (size_t)t->num_attention_heads * (size_t)t->head_dim;
+    size_t kvd = (size_t)t->num_key_value_heads * (size_t)t->head_dim;
+    n += (size_t)t->num_hidden_layers * (2 * dt + (t->attention_bias ? qd + 2 * kvd + dt : 0));
+    return n + dt;
+}
+
+static bool bind_vision(binder *b) {
+    const hf_vision_config *v = &b->m->cfg.vision;
+    const char *P = b->lay->vision;
+    int dv = v->hidden_size, fv = v->intermediate_size, p = v->patch_size;
+    int grid = v->image_size / p;
+    clip_weights *w = &b->m->clip;
+    char name[128];
+
+    int64_t conv[4] = {dv, v->num_channels, p, p};
+    const st_tensor *t = find(b, P, "embeddings.patch_embedding.weight", 4, conv);
+    if (!t) return false;
+    w->patch = (llava_matrix){t->data, t->dtype, dv, v->num_channels * p * p};
+    int64_t pos[2] = {(int64_t)grid * grid + 1, dv};
+    if (!vec(b, P, "embeddings.class_embedding", dv, &w->class_emb) ||
+        !small_f32(b, P, "embeddings.position_embedding.weight", 2, pos, &w->pos_emb) ||
+        !vec(b, P, "pre_layrnorm.weight", dv, &w->pre_ln_w) ||
+        !vec(b, P, "pre_layrnorm.bias", dv, &w->pre_ln_b))
+        return false;
+    for (int i = 0; i < v->num_hidden_layers; i++) {
+        clip_layer *L = &w->layers[i];
+#define N(s) (snprintf(name, sizeof name, "encoder.layers.%d.%s", i, s), name)
+        if (!vec(b, P, N("layer_norm1.weight"), dv, &L->ln1_w) ||
+            !vec(b, P, N("layer_norm1.bias"), dv, &L->ln1_b) ||
+            !matrix(b, P, N("self_attn.q_proj.weight"), dv, dv, &L->q) ||
+            !vec(b, P, N("self_attn.q_proj.bias"), dv, &L->q_b) ||
+            !matrix(b, P, N("self_attn.k_proj.weight"), dv, dv, &L->k) ||
+            !vec(b, P, N("self_attn.k_proj.bias"), dv, &L->k_b) ||
+            !matrix(b, P, N("self_attn.v_proj.weight"), dv, dv, &L->v) ||
+            !vec(b, P, N("self_attn.v_proj.bias"), dv, &L->v_b) ||
+            !matrix(b, P, N("self_attn.out_proj.weight"), dv, dv, &L->o) ||
+            !vec(b, P, N("self_attn.out_proj.bias"), dv, &L->o_b) ||
+            !vec(b, P, N("layer_norm2.weight"), dv, &L->ln2_w) ||
+            !vec(b, P, N("layer_norm2.bias"), dv, &L->ln2_b) ||
+            !matrix(b, P, N("mlp.fc1.weight"), fv, dv, &L->fc1) ||
+            !vec(b, P, N("mlp.fc1.bias"), fv, &L->fc1_b) ||
+            !matrix(b, P, N("mlp.fc2.weight"), dv, fv, &L->fc2) ||
+            !vec(b, P, N("mlp.fc2.bias"), dv, &L->fc2_b))
+            return false;
+#undef N
+    }
+    int dt = b->m->cfg.text.hidden_size;
+    const char *J = b->lay->proj;
+    return matrix(b, J, "linear_1.weight", dt, dv, &w->proj1) &&
+           vec(b, J, "linear_1.bias", dt, &w->proj1_b) &&
+           matrix(b, J, "linear_2.weight", dt, dt, &w->proj2) &&
+           vec(b, J, "linear_2.bias", dt, &w->proj2_b);
+}
+
+static bool bind_text(binder *b) {
+    const hf_text_config *t = &b->m->cfg.text;
+    const char *P = b->lay->text;
+    int dt = t->hidden_size, f = t->intermediate_size, V = t->vocab_size;
+    int qd = t->num_attention_heads * t->head_dim, kvd = t->num_key_value_heads * t->head_dim;
+    decoder_weights *w = &b->m->dec;
+    char name[128];
+    if (!matrix(b, P, "embed_tokens.weight", V, dt, &w->embed)) return false;
+    for (int i = 0; i < t->num_hidden_layers; i++) {
+        decoder_layer *L = &w->layers[i];
+#define N(s) (snprintf(name, sizeof name, "layers.%d.%s", i, s), name)
+        if (!vec(b, P, N("input_layernorm.weight"), dt, &L->attn_norm) ||
+            !matrix(b, P, N("self_attn.q_proj.weight"), qd, dt, &L->q) ||
+            !matrix(b, P, N("self_attn.k_proj.weight"), kvd, dt, &L->k) ||
+            !matrix(b, P, N("self_attn.v_proj.weight"), kvd, dt, &L->v) ||
+            !matrix(b, P, N("self_attn.o_proj.weight"), dt, qd, &L->o) ||
+            !vec(b, P, N("post_attention_layernorm.weight"), dt, &L->mlp_norm) ||
+            !matrix(b, P, N("mlp.gate_proj.weight"), f, dt, &L->gate) ||
+            !matrix(b, P, N("mlp.up_proj.weight"), f, dt, &L->up) ||
+            !matrix(b, P, N("mlp.down_proj.weight"), dt, f, &L->down))
+            return false;
+        if (t->attention_bias &&
+            (!vec(b, P, N("self_attn.q_proj.bias"), qd, &L->q_b) ||
+             !vec(b, P, N("self_attn.k_proj.bias"), kvd, &L->k_b) ||
+             !vec(b, P, N("self_attn.v_proj.bias"), kvd, &L->v_b) ||
+             !vec(b, P, N("self_attn.o_proj.bias"), dt, &L->o_b)))
+            return false;
+#undef N
+    }
+    if (!vec(b, P, "norm.weight", dt, &w->norm)) return false;
+    /* A tied checkpoint may leave lm_head out: the output projection is then embed_tokens. */
+    if (!st_set_find(b->m->weights, b->lay->head) &&
+        (b->m->cfg.tie_word_embeddings || b->m->cfg.text.tie_word_embeddings)) {
+        w->lm_head = w->embed;
+        return true;
+    }
+    return matrix(b, "", b->lay->head, V, dt, &w->lm_head);
+}
+
+llava_status llava_weights_bind(llava_model *m, llava_error *err) {
+    const layout *lay = &HUB;
+    if (st_set_find(m->weights, "lm_head.weight") ||
+        st_set_find(m->weights, "model.language_model.embed_tokens.weight"))
+        lay = &NEW;
+    size_t n_small = small_count(&m->cfg);
+    m->small = malloc(n_small * sizeof *m->small);
+    m->clip.layers = calloc((size_t)m->cfg.vision.num_hidden_layers, sizeof *m->clip.layers);
+    m->dec.layers = calloc((size_t)m->cfg.text.num_hidden_layers, sizeof *m->dec.layers);
+    if (!m->small || !m->clip.layers || !m->dec.layers)
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory binding weights",
+                               m->dir);
+    binder b = {m, lay, m->small, m->small + n_small, err};
+    if (!bind_vision(&b) || !bind_text(&b)) return err ? err->code : LLAVA_ERR_FORMAT;
+    return LLAVA_OK;
+}
