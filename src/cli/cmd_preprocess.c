@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/file.h"
 #include "cli/cli.h"
@@ -19,12 +20,63 @@ static void usage(FILE *out) {
             "  -o FILE    writes pixel_values [1, 3, H, W] F32\n"
             "  --pad      pad to a square with the mean colour first (LLaVA's \"pad\" mode)\n"
             "  --u8       also write image.decoded [h, w, 3] U8 (after EXIF rotation and RGB\n"
-            "             conversion) and image.processed [H, W, 3] U8 (resized and cropped)\n");
+            "             conversion) and image.processed [H, W, 3] U8 (resized and cropped)\n"
+            "  --repeat N decode and preprocess N more times from memory and print the times\n");
+}
+
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Times decoding (from bytes already in memory) and preprocessing, `runs` times each, and
+ * prints the minimum and the median of each and of their sum. */
+static llava_status time_runs(const char *path, const hf_preprocess_config *cfg, float *pixels,
+                              size_t cap, int runs, llava_error *err) {
+    char *data = NULL;
+    size_t len = 0;
+    llava_status st = llava_read_file(path, (size_t)256 << 20, &data, &len, err);
+    if (st != LLAVA_OK) return st;
+    double *t = calloc((size_t)runs * 3, sizeof *t);
+    if (!t) {
+        free(data);
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "preprocess: out of memory");
+    }
+    for (int r = 0; r < runs && st == LLAVA_OK; r++) {
+        image_rgb img;
+        double t0 = now_ms();
+        st = image_decode_memory(data, len, NULL, &img, err);
+        double t1 = now_ms();
+        if (st == LLAVA_OK)
+            st = image_preprocess(img.rgb, img.width, img.height, cfg, pixels, cap, NULL, NULL, err);
+        double t2 = now_ms();
+        image_free(&img);
+        t[r] = t1 - t0;
+        t[runs + r] = t2 - t1;
+        t[2 * runs + r] = t2 - t0;
+    }
+    if (st == LLAVA_OK) {
+        static const char *names[3] = {"decode", "preprocess", "total"};
+        for (int k = 0; k < 3; k++) {
+            qsort(t + (size_t)k * runs, (size_t)runs, sizeof *t, cmp_double);
+            printf("%-10s min %8.2f ms  median %8.2f ms  (%d runs)\n", names[k], t[k * runs],
+                   t[k * runs + runs / 2], runs);
+        }
+    }
+    free(t);
+    free(data);
+    return st;
 }
 
 int cmd_preprocess(int argc, char **argv) {
     const char *model = NULL, *input = NULL, *output = NULL;
-    int pad = 0, u8 = 0;
+    int pad = 0, u8 = 0, repeat = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -34,6 +86,9 @@ int cmd_preprocess(int argc, char **argv) {
             pad = 1;
         } else if (!strcmp(a, "--u8")) {
             u8 = 1;
+        } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
+            repeat = atoi(argv[++i]);
+            if (repeat < 1 || repeat > 10000) return cli_fail("preprocess: --repeat wants 1..10000");
         } else if ((!strcmp(a, "-m") || !strcmp(a, "-i") || !strcmp(a, "-o")) && i + 1 < argc) {
             const char **dst = a[1] == 'm' ? &model : a[1] == 'i' ? &input : &output;
             *dst = argv[++i];
@@ -97,6 +152,8 @@ int cmd_preprocess(int argc, char **argv) {
     if (st_writer_save(w, output, &err) != LLAVA_OK) goto fail;
     printf("%s: %s %dx%d -> pixel_values [1, 3, %d, %d]\n", input, image_format_name(img.format),
            img.width, img.height, oh, ow);
+    if (repeat && time_runs(input, &cfg, pixels, 3 * (size_t)oh * ow, repeat, &err) != LLAVA_OK)
+        goto fail;
     rc = 0;
     goto done;
 fail:

@@ -74,7 +74,7 @@ static llava_status make_plan(const hf_preprocess_config *cfg, int width, int he
         p->out_w = cfg->crop_width;
         p->out_h = cfg->crop_height;
     }
-    if ((int64_t)p->out_w * p->out_h > ((int64_t)1 << 28))
+    if ((int64_t)p->out_w * p->out_h > ((int64_t)64 << 20))
         return llava_error_set(err, LLAVA_ERR_LIMIT, "preprocess: output of %dx%d pixels is too "
                                "large", p->out_w, p->out_h);
     return LLAVA_OK;

@@ -73,8 +73,9 @@ static void coeffs_free(resample_coeffs *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* precompute_coeffs + normalize_coeffs_8bpc of Resample.c for the box [0, in_size). */
-static llava_status coeffs_make(int in_size, int out_size, const filter_def *f,
+/* precompute_coeffs + normalize_coeffs_8bpc of Resample.c for the box [0, in_size) scaled to
+ * out_size, for outputs [from, from + n) only. */
+static llava_status coeffs_make(int in_size, int out_size, int from, int n, const filter_def *f,
                                 resample_coeffs *c, llava_error *err) {
     memset(c, 0, sizeof *c);
     double in0 = 0.0, in1 = (double)(float)in_size;
@@ -84,17 +85,17 @@ static llava_status coeffs_make(int in_size, int out_size, const filter_def *f,
     double support = f->support * filterscale;
     int ksize = (int)ceil(support) * 2 + 1;
     double *k = malloc(sizeof *k * (size_t)ksize);
-    c->first = malloc(sizeof *c->first * (size_t)out_size);
-    c->count = malloc(sizeof *c->count * (size_t)out_size);
-    c->kk = calloc((size_t)out_size * (size_t)ksize, sizeof *c->kk);
+    c->first = malloc(sizeof *c->first * (size_t)n);
+    c->count = malloc(sizeof *c->count * (size_t)n);
+    c->kk = calloc((size_t)n * (size_t)ksize, sizeof *c->kk);
     if (!k || !c->first || !c->count || !c->kk) {
         free(k);
         coeffs_free(c);
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "resize: out of memory for filters");
     }
-    c->out_size = out_size;
+    c->out_size = n;
     c->ksize = ksize;
-    for (int xx = 0; xx < out_size; xx++) {
+    for (int xx = from; xx < from + n; xx++) {
         double center = in0 + (xx + 0.5) * scale;
         double ww = 0.0;
         double ss = 1.0 / filterscale;
@@ -108,14 +109,14 @@ static llava_status coeffs_make(int in_size, int out_size, const filter_def *f,
             k[x] = w;
             ww += w;
         }
-        int32_t *kk = c->kk + (size_t)xx * ksize;
+        int32_t *kk = c->kk + (size_t)(xx - from) * ksize;
         for (int x = 0; x < xmax; x++) {
             double v = ww != 0.0 ? k[x] / ww : k[x];
             kk[x] = v < 0 ? (int32_t)(-0.5 + v * (1 << RESAMPLE_PRECISION_BITS))
                           : (int32_t)(0.5 + v * (1 << RESAMPLE_PRECISION_BITS));
         }
-        c->first[xx] = xmin;
-        c->count[xx] = xmax;
+        c->first[xx - from] = xmin;
+        c->count[xx - from] = xmax;
     }
     free(k);
     return LLAVA_OK;
@@ -200,16 +201,6 @@ static int have_avx2(void) {
 #endif
 }
 
-/* The coefficients of outputs [from, from + n) of c, sharing its arrays. */
-static resample_coeffs coeffs_window(const resample_coeffs *c, int from, int n) {
-    resample_coeffs w = *c;
-    w.out_size = n;
-    w.first += from;
-    w.count += from;
-    w.kk += (size_t)from * c->ksize;
-    return w;
-}
-
 llava_status resample_region(const uint8_t *rgb, int width, int height, int new_width,
                              int new_height, int resample, int rx, int ry, int rw, int rh,
                              uint8_t *dst, size_t dst_stride, llava_error *err) {
@@ -240,34 +231,32 @@ llava_status resample_region(const uint8_t *rgb, int width, int height, int new_
 
     resample_coeffs ch = {0}, cv = {0};
     llava_status st = LLAVA_OK;
-    if (need_h) st = coeffs_make(width, new_width, &filters[resample], &ch, err);
-    if (st == LLAVA_OK && need_v) st = coeffs_make(height, new_height, &filters[resample], &cv, err);
+    if (need_h) st = coeffs_make(width, new_width, rx, rw, &filters[resample], &ch, err);
+    if (st == LLAVA_OK && need_v)
+        st = coeffs_make(height, new_height, ry, rh, &filters[resample], &cv, err);
     uint8_t *tmp = NULL;
     if (st != LLAVA_OK) goto done;
     if (!need_v) {
-        resample_coeffs hw = coeffs_window(&ch, rx, rw);
-        hpass(rgb, in_stride, in_end, ry, ry + rh, &hw, dst, dst_stride);
+        hpass(rgb, in_stride, in_end, ry, ry + rh, &ch, dst, dst_stride);
         goto done;
     }
-    resample_coeffs vw = coeffs_window(&cv, ry, rh);
     if (!need_h) {
-        vpass(rgb + (size_t)rx * 3, in_stride, rw * 3, &vw, dst, dst_stride);
+        vpass(rgb + (size_t)rx * 3, in_stride, rw * 3, &cv, dst, dst_stride);
         goto done;
     }
     /* Only the source rows the vertical pass reads go through the horizontal pass
      * (ImagingResampleInner's ybox_first..ybox_last). */
-    int y_first = vw.first[0];
-    int y_last = vw.first[rh - 1] + vw.count[rh - 1];
+    int y_first = cv.first[0];
+    int y_last = cv.first[rh - 1] + cv.count[rh - 1];
     size_t tmp_stride = (size_t)rw * 3;
     tmp = image_alloc_rgb(rw, y_last - y_first);
     if (!tmp) {
         st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "resize: out of memory");
         goto done;
     }
-    resample_coeffs hw = coeffs_window(&ch, rx, rw);
-    hpass(rgb, in_stride, in_end, y_first, y_last, &hw, tmp, tmp_stride);
-    for (int i = 0; i < rh; i++) vw.first[i] -= y_first;
-    vpass(tmp, tmp_stride, rw * 3, &vw, dst, dst_stride);
+    hpass(rgb, in_stride, in_end, y_first, y_last, &ch, tmp, tmp_stride);
+    for (int i = 0; i < rh; i++) cv.first[i] -= y_first;
+    vpass(tmp, tmp_stride, rw * 3, &cv, dst, dst_stride);
 done:
     free(tmp);
     coeffs_free(&ch);
