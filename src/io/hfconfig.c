@@ -295,18 +295,18 @@ static llava_status read_text(const json_t *root, const char *what, hf_llava_con
 
     /* The top-level vocab_size is an older spelling of text_config.vocab_size (LlavaConfig before
      * 4.40 wrote both): taken when text_config lacks it, and must agree when both are given. */
-    int64_t top_vocab = -1;
-    if ((st = llava_json_get_int(root, "vocab_size", &top_vocab, what, err)) != LLAVA_OK) return st;
-    if (top_vocab != -1) {
+    const json_t *top = get(root, "vocab_size");
+    if (top) {
+        if (!json_is_integer(top) || json_integer_value(top) < 1 || json_integer_value(top) > SIZE_MAX_)
+            return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"vocab_size\" must be an integer in [1, %d]",
+                                   what, SIZE_MAX_);
+        long long top_vocab = json_integer_value(top);
         if (!get(text, "vocab_size")) {
-            if (top_vocab < 1 || top_vocab > SIZE_MAX_)
-                return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"vocab_size\" is %lld, must be in [1, %d]",
-                                       what, (long long)top_vocab, SIZE_MAX_);
             t->vocab_size = (int)top_vocab;
         } else if (top_vocab != t->vocab_size) {
             return llava_error_set(err, LLAVA_ERR_FORMAT,
                                    "%s: \"vocab_size\" %lld disagrees with \"text_config.vocab_size\" %d",
-                                   what, (long long)top_vocab, t->vocab_size);
+                                   what, top_vocab, t->vocab_size);
         }
     }
 

@@ -65,15 +65,15 @@ static llava_status number_in(const json_t *root, const char *key, double lo, do
     return LLAVA_OK;
 }
 
+/* Integers only: a count written as 1.5 or 1e300 is a mistake, not something to round. */
 static llava_status int_in(const json_t *root, const char *key, int64_t lo, int64_t hi,
                            const char *what, int *out, llava_error *err) {
-    int64_t v = *out;
-    llava_status st = llava_json_get_int(root, key, &v, what, err);
-    if (st != LLAVA_OK) return st;
-    if (v < lo || v > hi)
-        return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"%s\" is %lld, must be in [%lld, %lld]", what,
-                               key, (long long)v, (long long)lo, (long long)hi);
-    *out = (int)v;
+    const json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return LLAVA_OK;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"%s\" must be an integer in [%lld, %lld]", what,
+                               key, (long long)lo, (long long)hi);
+    *out = (int)json_integer_value(v);
     return LLAVA_OK;
 }
 

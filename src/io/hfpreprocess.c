@@ -126,7 +126,6 @@ static llava_status preprocess_from_json(const json_t *root, const char *what,
     hf_preprocess_config p;
     hf_preprocess_config_default(&p);
     llava_status st;
-    int64_t resample = p.resample;
     if ((st = llava_json_get_bool(root, "do_resize", &p.do_resize, what, err)) != LLAVA_OK ||
         (st = llava_json_get_bool(root, "do_center_crop", &p.do_center_crop, what, err)) != LLAVA_OK ||
         (st = llava_json_get_bool(root, "do_rescale", &p.do_rescale, what, err)) != LLAVA_OK ||
@@ -134,7 +133,6 @@ static llava_status preprocess_from_json(const json_t *root, const char *what,
         (st = llava_json_get_bool(root, "do_convert_rgb", &p.do_convert_rgb, what, err)) != LLAVA_OK ||
         (st = llava_json_get_bool(root, "do_pad", &p.do_pad, what, err)) != LLAVA_OK ||
         (st = llava_json_get_double(root, "rescale_factor", &p.rescale_factor, what, err)) != LLAVA_OK ||
-        (st = llava_json_get_int(root, "resample", &resample, what, err)) != LLAVA_OK ||
         (st = read_size(root, "size", true, what, &p.shortest_edge, &p.resize_height, &p.resize_width,
                         err)) != LLAVA_OK ||
         (st = read_size(root, "crop_size", false, what, NULL, &p.crop_height, &p.crop_width, err)) != LLAVA_OK ||
@@ -142,10 +140,13 @@ static llava_status preprocess_from_json(const json_t *root, const char *what,
         (st = read_triple(root, "image_std", true, what, p.image_std, err)) != LLAVA_OK)
         return st;
     /* PIL's filters: NEAREST 0, LANCZOS 1, BILINEAR 2, BICUBIC 3, BOX 4, HAMMING 5. */
-    if (resample < 0 || resample > 5)
-        return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"resample\" is %lld, must be a PIL filter code in [0, 5]",
-                               what, (long long)resample);
-    p.resample = (int)resample;
+    const json_t *resample = json_object_get(root, "resample");
+    if (resample && !json_is_null(resample)) {
+        if (!json_is_integer(resample) || json_integer_value(resample) < 0 || json_integer_value(resample) > 5)
+            return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"resample\" must be a PIL filter code in [0, 5]",
+                                   what);
+        p.resample = (int)json_integer_value(resample);
+    }
     if (!(p.rescale_factor > 0 && p.rescale_factor <= 1))
         return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: \"rescale_factor\" is %g, must be in (0, 1]", what,
                                p.rescale_factor);
