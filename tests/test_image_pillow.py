@@ -1,0 +1,326 @@
+"""`llava preprocess` against Debian's Pillow on every image in tests/data/images and on images
+made here (1x1 .. 4000x3000, both aspect orientations, up- and down-scaling, EXIF orientations
+1-8 in JPEG/PNG/WebP and XMP, CMYK, 16-bit, palettes with transparency, gray 1/2/4-bit, alpha,
+pad mode, other filters and size forms). The reference is transformers' path written with
+Pillow and numpy: Image.open -> ImageOps.exif_transpose -> convert("RGB") -> resize(BICUBIC) ->
+center crop -> float32(u8 * (1/255) in double) -> (x - mean) / std in float32.
+Decoded and resized 8-bit images must equal Pillow's bit for bit; the acceptance bound (1 level
+on 99.9 % of pixels, 2 everywhere, pixel_values within 0.02) is reported as well."""
+import io
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+
+import numpy as np
+from PIL import Image, ImageOps
+
+LLAVA = os.environ.get("LLAVA_BIN", "build/llava")
+DATA = os.environ.get("LLAVA_TEST_DATA", os.path.join(os.path.dirname(__file__), "data"))
+LLAVA_CFG = os.path.join(DATA, "llava-1.5-7b-hf", "preprocessor_config.json")
+
+failures = []
+
+
+def st_read(path):
+    b = open(path, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    dtypes = {"F32": np.float32, "U8": np.uint8}
+    out = {}
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        s, e = v["data_offsets"]
+        out[k] = np.frombuffer(b[8 + n + s:8 + n + e], dtype=dtypes[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+# ---- the reference: transformers 4.40 CLIPImageProcessor written out with Pillow ----
+
+def reference_load(path):
+    im = Image.open(path)
+    im = ImageOps.exif_transpose(im)
+    return im.convert("RGB")
+
+
+def reference_u8(im, cfg, pad=False):
+    if pad:  # LLaVA's expand2square
+        w, h = im.size
+        bg = tuple(int(x * 255) for x in cfg["image_mean"])
+        if w != h:
+            side = max(w, h)
+            sq = Image.new(im.mode, (side, side), bg)
+            sq.paste(im, ((side - w) // 2, (side - h) // 2))
+            im = sq
+    size = cfg["size"]
+    w, h = im.size
+    if "shortest_edge" in size:
+        s = size["shortest_edge"]
+        short, long = (w, h) if w <= h else (h, w)
+        if short != s:
+            nl = int(s * long / short)
+            nw, nh = (s, nl) if w <= h else (nl, s)
+            im = im.resize((nw, nh), resample=cfg.get("resample", 3))
+    else:
+        im = im.resize((size["width"], size["height"]), resample=cfg.get("resample", 3))
+    a = np.asarray(im)
+    ch, cw = cfg["crop_size"]["height"], cfg["crop_size"]["width"]
+    H, W = a.shape[:2]
+    top, left = (H - ch) // 2, (W - cw) // 2
+    if top >= 0 and left >= 0:
+        return a[top:top + ch, left:left + cw]
+    nh, nw = max(ch, H), max(cw, W)  # transformers' center_crop zero padding
+    big = np.zeros((nh, nw, 3), np.uint8)
+    tp, lp = math.ceil((nh - H) / 2), math.ceil((nw - W) / 2)
+    big[tp:tp + H, lp:lp + W] = a
+    top, left = top + tp, left + lp
+    return big[max(0, top):min(nh, top + ch), max(0, left):min(nw, left + cw)]
+
+
+def reference_pixels(u8, cfg):
+    x = (u8.astype(np.float64) * cfg["rescale_factor"]).astype(np.float32)
+    mean = np.array(cfg["image_mean"], dtype=np.float32)
+    std = np.array(cfg["image_std"], dtype=np.float32)
+    x = (x - mean) / std
+    return x.transpose(2, 0, 1)[None]
+
+
+# ---- running llava ----
+
+def run_llava(model_dir, image, out, pad=False):
+    cmd = [LLAVA, "preprocess", "-m", model_dir, "-i", image, "-o", out, "--u8"]
+    if pad:
+        cmd.append("--pad")
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def check(name, path, model_dir, cfg, pad=False):
+    out = os.path.join(TMP, "out.safetensors")
+    r = run_llava(model_dir, path, out, pad)
+    try:
+        ref_img = reference_load(path)
+    except Exception as e:  # Pillow cannot read it: neither may we
+        if r.returncode == 0:
+            failures.append(f"{name}: Pillow fails ({e}) but llava accepted it")
+        return
+    if r.returncode != 0:
+        failures.append(f"{name}: llava failed: {r.stderr.strip()}")
+        return
+    got = st_read(out)
+    ref = np.asarray(ref_img)
+    dec = got["image.decoded"]
+    if dec.shape != ref.shape:
+        failures.append(f"{name}: decoded shape {dec.shape}, Pillow {ref.shape}")
+        return
+    if not np.array_equal(dec, ref):
+        d = np.abs(dec.astype(int) - ref)
+        failures.append(f"{name}: decoded pixels differ from Pillow (max {d.max()}, "
+                        f"{np.mean(d > 0):.4%} of values)")
+    ref_u8 = reference_u8(ref_img, cfg, pad)
+    u8 = got["image.processed"]
+    if u8.shape != ref_u8.shape:
+        failures.append(f"{name}: processed shape {u8.shape}, reference {ref_u8.shape}")
+        return
+    d = np.abs(u8.astype(int) - ref_u8)
+    within1 = np.mean(d <= 1)
+    if d.max() > 2 or within1 < 0.999:
+        failures.append(f"{name}: resized image outside the acceptance bound "
+                        f"(max {d.max()}, {within1:.4%} within 1 level)")
+    elif d.max() != 0:
+        failures.append(f"{name}: resized image no longer bit-exact with Pillow (max {d.max()})")
+    px = got["pixel_values"]
+    ref_px = reference_pixels(ref_u8, cfg)
+    if px.shape != ref_px.shape or np.abs(px - ref_px).max() > 0.02:
+        failures.append(f"{name}: pixel_values differ (shape {px.shape} vs {ref_px.shape})")
+    elif d.max() == 0 and not np.array_equal(px, ref_px):
+        failures.append(f"{name}: pixel_values not bit-exact (max {np.abs(px - ref_px).max()})")
+
+
+def model_dir_for(cfg):
+    d = tempfile.mkdtemp(dir=TMP)
+    with open(os.path.join(d, "preprocessor_config.json"), "w") as f:
+        json.dump(cfg, f)
+    return d
+
+
+# ---- images made here ----
+
+def texture(w, h, seed):
+    """Gradients plus noise and a few sharp edges: every rounding case of the filter shows."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 255 * x / max(w - 1, 1)
+    g = 255 * y / max(h - 1, 1)
+    b = 127.5 + 127.5 * np.sin((x + 2 * y) / 7.0)
+    a = np.stack([r, g, b], -1) + rng.normal(0, 20, (h, w, 3))
+    a[(x.astype(int) // 13 + y.astype(int) // 11) % 5 == 0] = [250, 5, 128]
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def save(name, im, fmt, **kw):
+    path = os.path.join(TMP, name)
+    im.save(path, fmt, **kw)
+    return path
+
+
+def png_bytes(w, h, depth, ctype, raw_rows, plte=None, trns=None, after_idat=()):
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, ctype, 0, 0, 0))
+    if plte is not None:
+        out += chunk(b"PLTE", plte)
+    if trns is not None:
+        out += chunk(b"tRNS", trns)
+    out += chunk(b"IDAT", zlib.compress(b"".join(b"\0" + r for r in raw_rows)))
+    for t, d in after_idat:
+        out += chunk(t, d)
+    return out + chunk(b"IEND", b"")
+
+
+def write(name, data):
+    path = os.path.join(TMP, name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def exif_bytes(orientation):
+    e = Image.Exif()
+    e[0x0112] = orientation
+    return e.tobytes()
+
+
+def generated_cases():
+    cases = []
+    # sizes: tiny, around the crop, both orientations, up- and downscaling, up to 12 MP
+    sizes = [(1, 1), (1, 9), (9, 1), (2, 3), (17, 13), (335, 337), (337, 335), (336, 336),
+             (500, 100), (100, 500), (640, 480), (480, 640), (1000, 1), (1, 1000), (1920, 1080),
+             (3000, 4000), (4000, 3000)]
+    for i, (w, h) in enumerate(sizes):
+        im = Image.fromarray(texture(w, h, i))
+        if w * h >= 1_000_000:
+            cases.append((f"gen_{w}x{h}.jpg", save(f"gen_{w}x{h}.jpg", im, "JPEG", quality=90)))
+        else:
+            cases.append((f"gen_{w}x{h}.png", save(f"gen_{w}x{h}.png", im, "PNG", compress_level=1)))
+    base = Image.fromarray(texture(40, 24, 99))  # not square: rotations change the shape
+    for o in range(1, 9):
+        cases.append((f"exif{o}.jpg", save(f"exif{o}.jpg", base, "JPEG", quality=95, exif=exif_bytes(o))))
+        cases.append((f"exif{o}.png", save(f"exif{o}.png", base, "PNG", exif=exif_bytes(o))))
+        cases.append((f"exif{o}.webp", save(f"exif{o}.webp", base, "WEBP", lossless=True, exif=exif_bytes(o))))
+    raw = np.asarray(base)
+    rows = [raw[y].tobytes() for y in range(24)]
+    tiff = exif_bytes(6)[6:] if exif_bytes(6).startswith(b"Exif") else exif_bytes(6)
+    cases.append(("exif_after_idat.png", write("exif_after_idat.png",
+                                                png_bytes(40, 24, 8, 2, rows, after_idat=[(b"eXIf", tiff)]))))
+    from PIL import PngImagePlugin
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>')
+    cases.append(("xmp8.png", save("xmp8.png", base, "PNG", pnginfo=info)))
+    # colour modes
+    cases.append(("cmyk.jpg", save("cmyk.jpg", base.convert("CMYK"), "JPEG", quality=95)))
+    cases.append(("gray.jpg", save("gray.jpg", base.convert("L"), "JPEG")))
+    cases.append(("progressive.jpg", save("progressive.jpg", Image.fromarray(texture(300, 200, 5)),
+                                          "JPEG", progressive=True, quality=85)))
+    cases.append(("444.jpg", save("444.jpg", base, "JPEG", subsampling=0)))
+    cases.append(("422.jpg", save("422.jpg", base, "JPEG", subsampling=1)))
+    g16 = (np.arange(40 * 24, dtype=np.uint32).reshape(24, 40) * 68).astype(">u2")
+    cases.append(("gray16.png", write("gray16.png", png_bytes(40, 24, 16, 0, [r.tobytes() for r in g16]))))
+    rgb16 = (raw.astype(np.uint16) * 257 + np.arange(3, dtype=np.uint16) * 99).astype(">u2")
+    cases.append(("rgb16.png", write("rgb16.png", png_bytes(40, 24, 16, 2, [r.tobytes() for r in rgb16]))))
+    rgba16 = np.concatenate([rgb16, np.full((24, 40, 1), 1234, ">u2")], -1)
+    cases.append(("rgba16.png", write("rgba16.png", png_bytes(40, 24, 16, 6, [r.tobytes() for r in rgba16]))))
+    la16 = np.stack([g16, g16[::-1]], -1).astype(">u2")
+    cases.append(("la16.png", write("la16.png", png_bytes(40, 24, 16, 4, [r.tobytes() for r in la16]))))
+    for bits in (1, 2, 4):
+        vals = (np.arange(40 * 24).reshape(24, 40) * 7) % (1 << bits)
+        packed = [np.packbits(np.unpackbits(v.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:].ravel()).tobytes()
+                  for v in vals]
+        cases.append((f"gray{bits}.png", write(f"gray{bits}.png", png_bytes(40, 24, bits, 0, packed))))
+        plte = bytes(np.random.default_rng(bits).integers(0, 256, 3 << bits, dtype=np.uint8))
+        cases.append((f"pal{bits}.png", write(f"pal{bits}.png", png_bytes(40, 24, bits, 3, packed, plte=plte,
+                                                                           trns=b"\x00\x80"))))
+    idx = ((np.arange(40 * 24).reshape(24, 40) * 11) % 256).astype(np.uint8)
+    short_plte = bytes(range(30))  # 10 entries: higher indices fall on Pillow's gray ramp
+    cases.append(("pal_short.png", write("pal_short.png", png_bytes(40, 24, 8, 3, [r.tobytes() for r in idx],
+                                                                    plte=short_plte))))
+    p = base.convert("P", palette=Image.ADAPTIVE, colors=64)
+    cases.append(("pal_trns.png", save("pal_trns.png", p, "PNG", transparency=5)))
+    rgba = base.convert("RGBA")
+    rgba.putalpha(Image.fromarray((np.arange(40 * 24).reshape(24, 40) % 256).astype(np.uint8)))
+    cases.append(("rgba.png", save("rgba.png", rgba, "PNG")))
+    cases.append(("la.png", save("la.png", rgba.convert("LA"), "PNG")))
+    cases.append(("rgba_lossy.webp", save("rgba_lossy.webp", rgba, "WEBP", quality=80)))
+    cases.append(("rgba_lossless.webp", save("rgba_lossless.webp", rgba, "WEBP", lossless=True)))
+    cases.append(("interlaced.png", write("interlaced.png", interlaced_png(base))))
+    anim = [Image.fromarray(texture(48, 32, s)) for s in (1, 2)]
+    path = os.path.join(TMP, "anim.webp")
+    anim[0].save(path, "WEBP", save_all=True, append_images=anim[1:], duration=50, lossless=True)
+    cases.append(("anim.webp", path))
+    return cases
+
+
+def interlaced_png(im):
+    """Adam7 written by hand (Pillow cannot write interlaced PNGs)."""
+    a = np.asarray(im)
+    h, w = a.shape[:2]
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    data = b""
+    for x0, y0, dx, dy in passes:
+        sub = a[y0::dy, x0::dx]
+        if sub.size == 0:
+            continue
+        data += b"".join(b"\0" + r.tobytes() for r in sub)
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)) +
+            chunk(b"IDAT", zlib.compress(data)) + chunk(b"IEND", b""))
+
+
+def main():
+    global TMP
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as TMP:
+        cfg = json.load(open(LLAVA_CFG))
+        cfg.setdefault("resample", 3)
+        llava_dir = model_dir_for(cfg)
+        n = 0
+        images = os.path.join(DATA, "images")
+        for f in sorted(os.listdir(images)):
+            if f.endswith((".jpg", ".png", ".webp")):
+                check(f, os.path.join(images, f), llava_dir, cfg)
+                n += 1
+        for name, path in generated_cases():
+            check(name, path, llava_dir, cfg)
+            n += 1
+        # pad mode, other filters, size forms, crops larger than the image
+        flower = os.path.join(images, "pillow_flower.jpg")
+        tall = os.path.join(images, "derived_waterview_tall_96x667.jpg")
+        for path in (flower, tall):
+            check("pad " + os.path.basename(path), path, llava_dir, cfg, pad=True)
+            n += 1
+        variants = []
+        for resample in (0, 1, 2, 4, 5):
+            variants.append(dict(cfg, resample=resample))
+        variants.append(dict(cfg, size={"height": 200, "width": 150}, crop_size={"height": 180, "width": 160}))
+        variants.append(dict(cfg, size={"shortest_edge": 100}, crop_size={"height": 150, "width": 90}))
+        variants.append(dict(cfg, size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
+                             image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5]))
+        for i, v in enumerate(variants):
+            d = model_dir_for(v)
+            for path in (flower, tall):
+                check(f"variant {i} {os.path.basename(path)}", path, d, v)
+                n += 1
+        print(f"{n} images compared with Pillow in {time.time() - t0:.1f} s")
+    if failures:
+        print("\n".join(failures))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
