@@ -288,6 +288,102 @@ static void test_malformed_webp(void **state) {
     free(b.p);
 }
 
+/* A 3x2 GIF: 4-entry global palette (red, green, blue, gray), LZW code size 2, every pixel a
+ * literal code; pixels 0 1 1 / 0 1 0. Bytes 36.. are the data sub-block. */
+static const uint8_t gif3x2[43] = {
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x03, 0x00, 0x02, 0x00, 0x81, 0x00, 0x00, 0xff, 0x00,
+    0x00, 0x00, 0xff, 0x00, 0x00, 0x00, 0xff, 0x09, 0x09, 0x09, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x03, 0x00, 0x02, 0x00, 0x00, 0x02, 0x04, 0x44, 0x02, 0x01, 0x05, 0x00, 0x3b};
+
+static void test_gif(void **state) {
+    (void)state;
+    image_rgb img;
+    llava_error err;
+    if (image_decode_memory(gif3x2, sizeof gif3x2, NULL, &img, &err) != LLAVA_OK)
+        fail_msg("%s", err.message);
+    assert_int_equal(img.width, 3);
+    assert_int_equal(img.height, 2);
+    assert_int_equal(img.format, IMAGE_FORMAT_GIF);
+    const uint8_t want[18] = {255, 0, 0, 0, 255, 0, 0, 255, 0, 255, 0, 0, 0, 255, 0, 255, 0, 0};
+    assert_memory_equal(img.rgb, want, 18);
+    image_free(&img);
+
+    uint8_t m[sizeof gif3x2];
+    expect_fail(gif3x2, 10, NULL, LLAVA_ERR_FORMAT, "GIF: truncated header", NULL, "GIF: header cut");
+    expect_fail(gif3x2, 20, NULL, LLAVA_ERR_FORMAT, "GIF: truncated global palette", NULL,
+                "GIF: palette cut");
+    expect_fail(gif3x2, 25, NULL, LLAVA_ERR_FORMAT, "GIF: no image", NULL, "GIF: no descriptor");
+    expect_fail(gif3x2, 30, NULL, LLAVA_ERR_FORMAT, "GIF: truncated image descriptor", NULL,
+                "GIF: descriptor cut");
+    expect_fail(gif3x2, 39, NULL, LLAVA_ERR_FORMAT, "GIF: truncated data", NULL, "GIF: LZW data cut");
+    memcpy(m, gif3x2, sizeof m);
+    m[35] = 13;
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: LZW code size 13", NULL,
+                "GIF: code size past 12");
+    memcpy(m, gif3x2, sizeof m);
+    m[37] = 0x2C; /* clear (4), then end (5): no pixel at all */
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: image data ends before", NULL,
+                "GIF: end code first");
+    memcpy(m, gif3x2, sizeof m);
+    m[37] = 0x3C; /* clear (4), then 7: not a literal */
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: broken LZW data", NULL,
+                "GIF: first code not a literal");
+    memcpy(m, gif3x2, sizeof m);
+    m[6] = m[7] = m[8] = m[9] = 0xFF;
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_LIMIT, "GIF: image of 65535x65535", NULL,
+                "GIF: huge screen");
+    memcpy(m, gif3x2, sizeof m);
+    m[30] = 0;
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: empty frame", NULL, "GIF: zero-width frame");
+}
+
+/* A 2x2 24-bit BMP, bottom-up, rows padded to 8 bytes. */
+static size_t make_bmp(uint8_t *b, int32_t w, int32_t h, uint16_t bits, uint32_t compression) {
+    memset(b, 0, 70);
+    b[0] = 'B';
+    b[1] = 'M';
+    b[10] = 54;   /* pixel offset */
+    b[14] = 40;   /* info header size */
+    memcpy(b + 18, &w, 4);
+    memcpy(b + 22, &h, 4);
+    b[26] = 1;
+    memcpy(b + 28, &bits, 2);
+    memcpy(b + 30, &compression, 4);
+    for (int i = 0; i < 16; i++) b[54 + i] = (uint8_t)(i * 16);
+    return 70;
+}
+
+static void test_bmp(void **state) {
+    (void)state;
+    uint8_t b[70];
+    size_t n = make_bmp(b, 2, 2, 24, 0);
+    image_rgb img;
+    llava_error err;
+    if (image_decode_memory(b, n, NULL, &img, &err) != LLAVA_OK) fail_msg("%s", err.message);
+    /* the last row in the file is the top one; BGR -> RGB */
+    const uint8_t want[12] = {160, 144, 128, 208, 192, 176, 32, 16, 0, 80, 64, 48};
+    assert_memory_equal(img.rgb, want, 12);
+    image_free(&img);
+    expect_fail(b, 16, NULL, LLAVA_ERR_FORMAT, "BMP: truncated file header", NULL, "BMP: header cut");
+    expect_fail(b, 40, NULL, LLAVA_ERR_FORMAT, "BMP: truncated info header", NULL, "BMP: info cut");
+    expect_fail(b, 65, NULL, LLAVA_ERR_FORMAT, "BMP: truncated pixel data", NULL, "BMP: pixels cut");
+    n = make_bmp(b, 100000, 2, 24, 0);
+    expect_fail(b, n, NULL, LLAVA_ERR_LIMIT, "BMP: image of 100000x2", NULL, "BMP: huge width");
+    n = make_bmp(b, 2, 2, 8, 1);
+    expect_fail(b, n, NULL, LLAVA_ERR_UNSUPPORTED, "BMP: RLE", NULL, "BMP: RLE8");
+    n = make_bmp(b, 2, 2, 7, 0);
+    expect_fail(b, n, NULL, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported pixel depth 7", NULL,
+                "BMP: 7 bits");
+    n = make_bmp(b, 2, 2, 16, 3);
+    b[54] = 0xFF; /* masks read after the 40-byte header: not a layout Pillow knows */
+    expect_fail(b, n, NULL, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported bit field", NULL,
+                "BMP: odd bit fields");
+    n = make_bmp(b, 2, 2, 24, 0);
+    b[14] = 20;
+    expect_fail(b, n, NULL, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported header size 20", NULL,
+                "BMP: header size");
+}
+
 /* ---- EXIF orientation (Pillow's Exif rules) ---- */
 
 static size_t make_tiff(uint8_t *p, int big_endian, uint16_t type, uint32_t count, uint32_t value,
@@ -434,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_real_files),        cmocka_unit_test(test_orientation_applied),
         cmocka_unit_test(test_malformed_generic), cmocka_unit_test(test_malformed_jpeg),
         cmocka_unit_test(test_malformed_png),     cmocka_unit_test(test_malformed_webp),
+        cmocka_unit_test(test_gif),               cmocka_unit_test(test_bmp),
         cmocka_unit_test(test_exif_orientation),  cmocka_unit_test(test_detect),
         cmocka_unit_test(test_threads),
     };

@@ -1,7 +1,7 @@
 """`llava preprocess` against Debian's Pillow on every image in tests/data/images and on images
 made here (1x1 .. 4000x3000, both aspect orientations, up- and down-scaling, EXIF orientations
 1-8 in JPEG/PNG/WebP and XMP, CMYK, 16-bit, palettes with transparency, gray 1/2/4-bit, alpha,
-pad mode, other filters and size forms). The reference is transformers' path written with
+GIF first frames and BMP layouts, pad mode, other filters and size forms). The reference is transformers' path written with
 Pillow and numpy: Image.open -> ImageOps.exif_transpose -> convert("RGB") -> resize(BICUBIC) ->
 center crop -> float32(u8 * (1/255) in double) -> (x - mean) / std in float32.
 Decoded and resized 8-bit images must equal Pillow's bit for bit; the acceptance bound (1 level
@@ -258,10 +258,116 @@ def generated_cases():
     cases.append(("rgba_lossy.webp", save("rgba_lossy.webp", rgba, "WEBP", quality=80)))
     cases.append(("rgba_lossless.webp", save("rgba_lossless.webp", rgba, "WEBP", lossless=True)))
     cases.append(("interlaced.png", write("interlaced.png", interlaced_png(base))))
+    cases += gif_bmp_cases(base)
     anim = [Image.fromarray(texture(48, 32, s)) for s in (1, 2)]
     path = os.path.join(TMP, "anim.webp")
     anim[0].save(path, "WEBP", save_all=True, append_images=anim[1:], duration=50, lossless=True)
     cases.append(("anim.webp", path))
+    return cases
+
+
+def lzw_literal(indices, bits):
+    """GIF LZW data that codes every index as a literal (valid: the decoder still grows its table
+    and code size, which the encoder mirrors), with a clear code first and an end code last."""
+    clear, size, nxt, first = 1 << bits, bits + 1, (1 << bits) + 2, True
+    codes = [(clear, size)]
+    for v in indices:
+        codes.append((int(v), size))
+        if not first and nxt < 4096:
+            if nxt == (1 << size) - 1 and size < 12:
+                size += 1
+            nxt += 1
+        first = False
+        if nxt >= 4000:
+            codes.append((clear, size))
+            size, nxt, first = bits + 1, clear + 2, True
+    codes.append((clear + 1, size))
+    acc = n = 0
+    out = bytearray()
+    for c, sz in codes:
+        acc |= c << n
+        n += sz
+        while n >= 8:
+            out.append(acc & 255)
+            acc >>= 8
+            n -= 8
+    if n:
+        out.append(acc)
+    return bytes(out)
+
+
+def gif_bytes(screen, frame, indices, bits=8, gpal=None, lpal=None, transparency=None, interlace=False):
+    out = b"GIF89a" + struct.pack("<HH", *screen)
+    out += bytes([0x80 | (len(gpal) // 3).bit_length() - 2, 0, 0]) + gpal if gpal else b"\0\0\0"
+    if transparency is not None:
+        out += b"\x21\xf9\x04" + bytes([1, 0, 0, transparency, 0])
+    flags = (0x40 if interlace else 0) | ((0x80 | (len(lpal) // 3).bit_length() - 2) if lpal else 0)
+    out += b"," + struct.pack("<HHHHB", *frame, flags) + (lpal or b"") + bytes([bits])
+    data = lzw_literal(indices, bits)
+    for i in range(0, len(data), 255):
+        out += bytes([len(data[i:i + 255])]) + data[i:i + 255]
+    return out + b"\0;"
+
+
+def bmp_bytes(w, h, bits, rows, header=40, compression=0, masks=None, top_down=False, palette=b""):
+    stride = ((w * bits + 31) >> 3) & ~3
+    data = b"".join(r.ljust(stride, b"\0") for r in (rows if top_down else rows[::-1]))
+    extra = b""
+    if header == 12:
+        hdr = struct.pack("<IHHHH", 12, w, h, 1, bits)
+    else:
+        hdr = struct.pack("<IiiHHIIiiII", header, w, -h if top_down else h, 1, bits, compression,
+                          len(data), 2835, 2835, 0, 0)
+        if header == 124:
+            hdr += struct.pack("<IIII", *masks) + bytes(124 - 56)
+        elif compression == 3:
+            extra = struct.pack("<III", *masks[:3])
+    off = 14 + len(hdr) + len(extra) + len(palette)
+    return b"BM" + struct.pack("<IHHI", off + len(data), 0, 0, off) + hdr + extra + palette + data
+
+
+def gif_bmp_cases(base):
+    rng = np.random.default_rng(7)
+    cases = [("p.gif", save("p.gif", base.convert("P"), "GIF")),
+             ("interlaced.gif", save("interlaced.gif", base.convert("P"), "GIF", interlace=True)),
+             ("gray.gif", save("gray.gif", base.convert("L"), "GIF")),
+             ("transparent.gif", save("transparent.gif", base.convert("P"), "GIF", transparency=7))]
+    frames = [base, base.rotate(90), Image.fromarray(texture(40, 24, 3))]
+    path = os.path.join(TMP, "anim.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50)
+    cases.append(("anim.gif", path))
+    pal = bytes(rng.integers(0, 256, 768, dtype=np.uint8))
+    idx = rng.integers(0, 256, 20 * 13)
+    for name, kw in [("offset.gif", dict(screen=(10, 8), frame=(3, 2, 20, 13), gpal=pal, transparency=9)),
+                     ("local.gif", dict(screen=(20, 13), frame=(0, 0, 20, 13), gpal=pal,
+                                        lpal=bytes(rng.integers(0, 256, 48, dtype=np.uint8)))),
+                     ("nopalette.gif", dict(screen=(20, 13), frame=(0, 0, 20, 13))),
+                     ("shortpalette.gif", dict(screen=(20, 13), frame=(0, 0, 20, 13), gpal=pal[:12])),
+                     ("interlaced13.gif", dict(screen=(20, 13), frame=(0, 0, 20, 13), gpal=pal, interlace=True))]:
+        cases.append((name, write(name, gif_bytes(indices=idx, **kw))))
+    cases.append(("bits2.gif", write("bits2.gif", gif_bytes((20, 13), (0, 0, 20, 13), idx % 4, bits=2, gpal=pal[:12]))))
+    big = rng.integers(0, 3, 300 * 200)  # long enough to fill the 4096-entry table
+    cases.append(("bigtable.gif", write("bigtable.gif", gif_bytes((300, 200), (0, 0, 300, 200), big, gpal=pal))))
+    for m in ("1", "L", "P", "RGB", "RGBA"):
+        cases.append((f"{m}.bmp", save(f"{m}.bmp", base.convert(m), "BMP")))
+    cases.append(("P4.bmp", save("P4.bmp", base.convert("P", palette=Image.ADAPTIVE, colors=16), "BMP")))
+    a = np.asarray(base).astype(np.uint16)
+    h, w = a.shape[:2]
+    v565 = ((a[..., 0] >> 3) << 11) | ((a[..., 1] >> 2) << 5) | (a[..., 2] >> 3)
+    v555 = ((a[..., 0] >> 3) << 10) | ((a[..., 1] >> 3) << 5) | (a[..., 2] >> 3)
+    cases.append(("565.bmp", write("565.bmp", bmp_bytes(w, h, 16, [r.astype("<u2").tobytes() for r in v565],
+                                                          compression=3, masks=(0xF800, 0x7E0, 0x1F, 0)))))
+    cases.append(("555.bmp", write("555.bmp", bmp_bytes(w, h, 16, [r.astype("<u2").tobytes() for r in v555]))))
+    a8 = np.asarray(base)
+    bgrx = np.concatenate([a8[..., ::-1], np.full((h, w, 1), 77, np.uint8)], -1)
+    cases.append(("topdown.bmp", write("topdown.bmp", bmp_bytes(w, h, 32, [r.tobytes() for r in bgrx], top_down=True))))
+    rgba = np.concatenate([a8, np.full((h, w, 1), 77, np.uint8)], -1)
+    cases.append(("v5_rgba.bmp", write("v5_rgba.bmp", bmp_bytes(w, h, 32, [r.tobytes() for r in rgba], header=124,
+                                                                  compression=3, masks=(0xFF, 0xFF00, 0xFF0000, 0xFF000000)))))
+    cases.append(("os2.bmp", write("os2.bmp", bmp_bytes(w, h, 24, [r[..., ::-1].tobytes() for r in a8], header=12))))
+    idx8 = (np.arange(w * h).reshape(h, w) * 5 % 256).astype(np.uint8)
+    cases.append(("shortpalette.bmp", write("shortpalette.bmp", bmp_bytes(w, h, 8, [r.tobytes() for r in idx8],
+                                                                            palette=bytes(rng.integers(0, 256, 40, dtype=np.uint8))))))
     return cases
 
 
@@ -292,7 +398,7 @@ def main():
         n = 0
         images = os.path.join(DATA, "images")
         for f in sorted(os.listdir(images)):
-            if f.endswith((".jpg", ".png", ".webp")):
+            if f.endswith((".jpg", ".png", ".webp", ".gif", ".bmp")):
                 check(f, os.path.join(images, f), llava_dir, cfg)
                 n += 1
         for name, path in generated_cases():

@@ -24,6 +24,10 @@ llava_status image_decode_png(const uint8_t *bytes, size_t len, const image_limi
                               image_decoded *out, llava_error *err);
 llava_status image_decode_webp(const uint8_t *bytes, size_t len, const image_limits *lim,
                                image_decoded *out, llava_error *err);
+llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limits *lim,
+                              image_decoded *out, llava_error *err);
+llava_status image_decode_bmp(const uint8_t *bytes, size_t len, const image_limits *lim,
+                              image_decoded *out, llava_error *err);
 
 /* LLAVA_ERR_FORMAT for a zero size, LLAVA_ERR_LIMIT past lim; messages start with `format`. */
 llava_status image_check_limits(const image_limits *lim, const char *format, int64_t width,

@@ -113,10 +113,8 @@ llava_status image_decode_memory(const void *bytes, size_t len, const image_limi
     case IMAGE_FORMAT_JPEG: st = image_decode_jpeg(bytes, len, &lim, &d, err); break;
     case IMAGE_FORMAT_PNG: st = image_decode_png(bytes, len, &lim, &d, err); break;
     case IMAGE_FORMAT_WEBP: st = image_decode_webp(bytes, len, &lim, &d, err); break;
-    case IMAGE_FORMAT_GIF:
-    case IMAGE_FORMAT_BMP:
-        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "%s: format not supported yet",
-                               image_format_name(f));
+    case IMAGE_FORMAT_GIF: st = image_decode_gif(bytes, len, &lim, &d, err); break;
+    case IMAGE_FORMAT_BMP: st = image_decode_bmp(bytes, len, &lim, &d, err); break;
     default:
         if (len == 0) return llava_error_set(err, LLAVA_ERR_FORMAT, "image: empty data");
         return llava_error_set(err, LLAVA_ERR_UNSUPPORTED,

@@ -99,13 +99,22 @@ static llava_status decode(jpeg_ctx *ctx, const uint8_t *bytes, size_t len,
     if (!ctx->rgb || (comps == 4 && !ctx->row))
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "JPEG: out of memory for %dx%d pixels", w,
                                h);
+    /* Rows straight into the output, several per call (libjpeg decodes an MCU row at a time);
+     * CMYK goes through one row buffer at a time. */
     while (cinfo->output_scanline < cinfo->output_height) {
-        uint8_t *dst = ctx->rgb + (size_t)cinfo->output_scanline * w * 3;
-        JSAMPROW row = comps == 4 ? ctx->row : dst;
-        if (jpeg_read_scanlines(cinfo, &row, 1) != 1)
-            return llava_error_set(err, LLAVA_ERR_FORMAT, "JPEG: decoding stopped at row %u",
-                                   cinfo->output_scanline);
-        if (comps == 4) cmyk_row_to_rgb(ctx->row, dst, w);
+        JDIMENSION y = cinfo->output_scanline;
+        JSAMPROW rows[16];
+        int n = 1;
+        if (comps == 4) {
+            rows[0] = ctx->row;
+        } else {
+            n = (int)(cinfo->output_height - y < 16 ? cinfo->output_height - y : 16);
+            for (int i = 0; i < n; i++) rows[i] = ctx->rgb + (size_t)(y + i) * w * 3;
+        }
+        JDIMENSION got = jpeg_read_scanlines(cinfo, rows, (JDIMENSION)n);
+        if (got == 0)
+            return llava_error_set(err, LLAVA_ERR_FORMAT, "JPEG: decoding stopped at row %u", y);
+        if (comps == 4) cmyk_row_to_rgb(ctx->row, ctx->rgb + (size_t)y * w * 3, w);
     }
     out->orientation = exif_orientation(cinfo);
     /* Trailing data after the last row is not read: Pillow does not read it either. */
