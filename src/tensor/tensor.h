@@ -35,14 +35,23 @@ int tensor_pool_threads(const tensor_pool *pool);
 /* Runs fn(ctx, ith, nth) for ith = 0..nth-1 across the pool and returns when all are done.
  * pool may be NULL (runs fn(ctx, 0, 1) on the caller). */
 void tensor_pool_run(tensor_pool *pool, void (*fn)(void *ctx, int ith, int nth), void *ctx);
+/* Runs fn(ctx, item, ith) for item = 0..n_items-1, handing items to whichever thread is free
+ * (ith: the thread running it, 0..threads-1, for per-thread scratch). Returns when all are done.
+ * pool may be NULL (all items on the caller, in order). */
+void tensor_pool_for(tensor_pool *pool, int n_items, void (*fn)(void *ctx, int item, int ith),
+                     void *ctx);
 
 /* ---- products ---- */
 
 /* y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N] if not NULL). W is F32, F16 or BF16, row stride K
  * elements. M == 1 is the decode case (memory-bound), large M the prompt/image case. Arithmetic
- * is f32 with f32 accumulation. pool may be NULL. */
+ * is f32 with f32 accumulation. pool may be NULL. y must not overlap x, W or bias. A weight type
+ * other than those three is a caller bug: y is filled with NaN (see tensor_matmul_supports). */
 void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
                    const float *bias, int M, int N, int K);
+
+/* 1 if tensor_matmul reads weights of type t. */
+int tensor_matmul_supports(llava_dtype t);
 
 /* y[M,N] = x[M,K] · B[K,N], all f32, B row-major with row stride ldb (>= N); x has row stride
  * ldx (>= K) and y row stride ldy (>= N). For attention (probabilities · V). */
@@ -73,8 +82,21 @@ void tensor_rope_inv_freq(float *inv_freq, int head_dim, double theta);
  * (pairs (i, i + head_dim/2)): x' = x·cos + rotate_half(x)·sin, angle = pos·inv_freq[i]
  * (computed in float32 like transformers: cos/sin of (float)pos * inv_freq). */
 void tensor_rope(float *x, int n_heads, int head_dim, float pos, const float *inv_freq);
+/* The same in two steps, for callers that rotate many heads or layers at one position:
+ * cos_a/sin_a[i] = cos/sin((float)pos · inv_freq[i]) for i < head_dim/2, then the rotation. */
+void tensor_rope_angles(float *cos_a, float *sin_a, int head_dim, float pos, const float *inv_freq);
+void tensor_rope_apply(float *x, int n_heads, int head_dim, const float *cos_a, const float *sin_a);
 
 /* dst[i] = float(src[i]) for F32/F16/BF16 src (embedding rows, small weights). */
 void tensor_to_f32(float *dst, const void *src, llava_dtype type, size_t n);
+
+/* ---- machine probes (the bounds `llava bench` reports figures against) ---- */
+
+/* Read bandwidth in bytes/s: every thread of pool (NULL: the caller alone) sums its share of a
+ * buffer of `bytes`, best of reps passes. Returns 0 if the buffer cannot be allocated. */
+double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps);
+/* Peak f32 FMA rate in flop/s of the best path the CPU has, a register-only loop on every thread
+ * of pool (NULL: the caller alone) for about `seconds`. */
+double tensor_probe_peak_flops(tensor_pool *pool, double seconds);
 
 #endif

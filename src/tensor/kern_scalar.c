@@ -1,0 +1,230 @@
+/* The scalar reference path: plain C for every entry of the kernel table. Every SIMD path is
+ * tested against this one, and it is what runs on a CPU without AVX2. */
+#include <math.h>
+#include <string.h>
+
+#include "tensor/kernels.h"
+
+#define MR 4
+#define NR 16
+
+/* ---- products ---- */
+
+static inline float w_at(const void *w, tensor_wfmt f, size_t i) {
+    switch (f) {
+    case TENSOR_WFMT_F16: return llava_f16_to_f32(((const uint16_t *)w)[i]);
+    case TENSOR_WFMT_BF16: return llava_bf16_to_f32(((const uint16_t *)w)[i]);
+    default: return ((const float *)w)[i];
+    }
+}
+
+/* Four partial sums keep the rounding error of long rows near √K·ε rather than K·ε. */
+static void gemv_fmt(tensor_wfmt f, float *y, size_t ldy, const float *x, size_t ldx,
+                     const void *w, size_t ldw, int M, int N, int K) {
+    for (int n = 0; n < N; n++) {
+        for (int m = 0; m < M; m++) {
+            const float *xr = x + (size_t)m * ldx;
+            size_t base = (size_t)n * ldw;
+            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            int k = 0;
+            for (; k + 4 <= K; k += 4) {
+                s0 += xr[k] * w_at(w, f, base + k);
+                s1 += xr[k + 1] * w_at(w, f, base + k + 1);
+                s2 += xr[k + 2] * w_at(w, f, base + k + 2);
+                s3 += xr[k + 3] * w_at(w, f, base + k + 3);
+            }
+            for (; k < K; k++) s0 += xr[k] * w_at(w, f, base + k);
+            y[(size_t)m * ldy + n] = (s0 + s1) + (s2 + s3);
+        }
+    }
+}
+
+static void gemv_f32(float *y, size_t ldy, const float *x, size_t ldx, const void *w, size_t ldw,
+                     int M, int N, int K) {
+    gemv_fmt(TENSOR_WFMT_F32, y, ldy, x, ldx, w, ldw, M, N, K);
+}
+static void gemv_f16(float *y, size_t ldy, const float *x, size_t ldx, const void *w, size_t ldw,
+                     int M, int N, int K) {
+    gemv_fmt(TENSOR_WFMT_F16, y, ldy, x, ldx, w, ldw, M, N, K);
+}
+static void gemv_bf16(float *y, size_t ldy, const float *x, size_t ldx, const void *w, size_t ldw,
+                      int M, int N, int K) {
+    gemv_fmt(TENSOR_WFMT_BF16, y, ldy, x, ldx, w, ldw, M, N, K);
+}
+
+static void pack_fmt(tensor_wfmt f, float *dst, const void *w, size_t ldw, int n, int kc) {
+    for (int k = 0; k < kc; k++) {
+        for (int j = 0; j < n; j++) dst[k * NR + j] = w_at(w, f, (size_t)j * ldw + k);
+        for (int j = n; j < NR; j++) dst[k * NR + j] = 0;
+    }
+}
+static void pack_f32(float *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt(TENSOR_WFMT_F32, dst, w, ldw, n, kc);
+}
+static void pack_f16(float *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt(TENSOR_WFMT_F16, dst, w, ldw, n, kc);
+}
+static void pack_bf16(float *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
+}
+
+static void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
+    for (int k = 0; k < kc; k++) {
+        memcpy(dst + k * NR, b + (size_t)k * ldb, (size_t)n * sizeof(float));
+        for (int j = n; j < NR; j++) dst[k * NR + j] = 0;
+    }
+}
+
+static void micro(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate) {
+    float acc[MR][NR] = {{0}};
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++) acc[i][j] += a[k * MR + i] * b[k * NR + j];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++)
+            c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+}
+
+static void axpy(float *y, float a, const float *x, int n) {
+    for (int j = 0; j < n; j++) y[j] += a * x[j];
+}
+
+static void to_f32_f32(float *dst, const void *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
+static void to_f32_f16(float *dst, const void *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = llava_f16_to_f32(((const uint16_t *)src)[i]);
+}
+static void to_f32_bf16(float *dst, const void *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = llava_bf16_to_f32(((const uint16_t *)src)[i]);
+}
+
+/* ---- rows ---- */
+
+static float sum8(const float *x, int n) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j];
+    for (; i < n; i++) s[0] += x[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* Two passes like torch: the mean first, then the mean of squared deviations. */
+static void layernorm(float *y, const float *x, const float *w, const float *b, int n, float eps) {
+    float mean = sum8(x, n) / (float)n;
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += (x[i + j] - mean) * (x[i + j] - mean);
+    for (; i < n; i++) s[0] += (x[i] - mean) * (x[i] - mean);
+    float var = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (float)n;
+    float r = 1.0f / sqrtf(var + eps);
+    for (i = 0; i < n; i++) {
+        float v = (x[i] - mean) * r;
+        y[i] = (w ? v * w[i] : v) + (b ? b[i] : 0.0f);
+    }
+}
+
+static void rmsnorm(float *y, const float *x, const float *w, int n, float eps) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j] * x[i + j];
+    for (; i < n; i++) s[0] += x[i] * x[i];
+    float ms = (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))) / (float)n;
+    float r = 1.0f / sqrtf(ms + eps);
+    for (i = 0; i < n; i++) y[i] = w ? w[i] * (x[i] * r) : x[i] * r;
+}
+
+/* A row that is entirely -inf (fully masked) becomes zeros rather than NaN. */
+static void softmax(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    if (mx == -INFINITY) {
+        memset(x, 0, (size_t)n * sizeof(float));
+        return;
+    }
+    float s = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        s += x[i];
+    }
+    float inv = 1.0f / s;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+/* In double: 1 + erf(x/√2) = erfc(−x/√2) has no cancellation for negative x, and the double
+ * argument keeps the tail's relative precision. */
+static void gelu(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)(0.5 * (double)x[i] * erfc(-(double)x[i] * M_SQRT1_2));
+}
+
+/* 0.5·x·(1 + tanh(u)) written as x·σ(2u), which has no cancellation for negative x. */
+static void gelu_tanh(float *x, size_t n) {
+    const float c = 0.7978845608028654f; /* √(2/π) */
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], u = c * (v + 0.044715f * v * v * v);
+        x[i] = v / (1.0f + expf(-2.0f * u));
+    }
+}
+
+static void quick_gelu(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-1.702f * x[i]));
+}
+
+static void silu(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] / (1.0f + expf(-x[i]));
+}
+
+static void silu_mul(float *g, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * up[i];
+}
+
+static void rope(float *x, const float *cs, const float *sn, int h) {
+    for (int i = 0; i < h; i++) {
+        float a = x[i], b = x[i + h];
+        x[i] = a * cs[i] - b * sn[i];
+        x[i + h] = b * cs[i] + a * sn[i];
+    }
+}
+
+/* ---- machine probes ---- */
+
+static float read_sum(const float *x, size_t n) {
+    float s[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += x[i + j];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+static double fma_loop(long iters) {
+    float a[8] = {1, 1, 1, 1, 1, 1, 1, 1}, m = 0.999999f, c = 1e-7f;
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 8; j++) a[j] = a[j] * m + c;
+    volatile float sink = a[0] + a[7];
+    (void)sink;
+    return 2.0 * 8.0 * (double)iters;
+}
+
+const tensor_kernels tensor_kernels_scalar = {
+    .isa = TENSOR_ISA_SCALAR,
+    .gemv = {gemv_f32, gemv_f16, gemv_bf16},
+    .mr = MR,
+    .nr = NR,
+    .pack_w = {pack_f32, pack_f16, pack_bf16},
+    .pack_b = pack_b,
+    .micro = micro,
+    .axpy = axpy,
+    .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
+    .layernorm = layernorm,
+    .rmsnorm = rmsnorm,
+    .softmax = softmax,
+    .gelu = gelu,
+    .gelu_tanh = gelu_tanh,
+    .quick_gelu = quick_gelu,
+    .silu = silu,
+    .silu_mul = silu_mul,
+    .rope = rope,
+    .read_sum = read_sum,
+    .fma_loop = fma_loop,
+};

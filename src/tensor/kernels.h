@@ -1,0 +1,75 @@
+/* The per-instruction-set kernel table behind tensor.h: each ISA file (kern_*.c / matmul_*.c)
+ * fills one const table, isa.c picks one at run time, and the drivers (matmul.c, ops.c) call only
+ * through it. Internal to src/tensor/. */
+#ifndef LLAVA_TENSOR_KERNELS_H
+#define LLAVA_TENSOR_KERNELS_H
+
+#include <stddef.h>
+
+#include "tensor/tensor.h"
+
+/* Weight formats the products read. Indexes the per-format entries of the table; a new format
+ * (a quantized block type) adds a value here and its entries in each ISA's table. */
+typedef enum tensor_wfmt { TENSOR_WFMT_F32, TENSOR_WFMT_F16, TENSOR_WFMT_BF16, TENSOR_WFMT_COUNT } tensor_wfmt;
+
+/* The largest microkernel tile of any table (driver scratch is sized by it). */
+#define TENSOR_MR_MAX 16
+#define TENSOR_NR_MAX 32
+
+typedef struct tensor_kernels {
+    tensor_isa isa;
+
+    /* Decode-style product, weights read once: y[m*ldy + n] = Σ_k x[m*ldx + k] · W[n*ldw + k]
+     * for m < M, n < N (stores, does not accumulate). W in the table's format. */
+    void (*gemv[TENSOR_WFMT_COUNT])(float *y, size_t ldy, const float *x, size_t ldx,
+                                    const void *w, size_t ldw, int M, int N, int K);
+
+    /* GEMM microkernel tile: mr rows of x by nr columns of y. */
+    int mr, nr;
+    /* Packs a panel of W (n <= nr rows of stride ldw elements, kc columns from its start) into
+     * dst[k*nr + j] = f32(W[j*ldw + k]), zero for j >= n: the transposed f32 panel the
+     * microkernel streams. */
+    void (*pack_w[TENSOR_WFMT_COUNT])(float *dst, const void *w, size_t ldw, int n, int kc);
+    /* Packs kc rows of a row-major f32 B (stride ldb), columns [0, n), n <= nr, same layout. */
+    void (*pack_b)(float *dst, const float *b, size_t ldb, int n, int kc);
+    /* c[i*ldc + j] (+)= Σ_k a[k*mr + i] · b[k*nr + j] over a full mr × nr tile; accumulate
+     * selects += over =. a is the packed x panel (f32, mr rows interleaved). */
+    void (*micro)(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate);
+
+    /* y[j] += a · x[j] for j < n (row updates of matmul_nn when M is small). */
+    void (*axpy)(float *y, float a, const float *x, int n);
+
+    /* dst[i] = f32(src[i]). */
+    void (*to_f32[TENSOR_WFMT_COUNT])(float *dst, const void *src, size_t n);
+
+    /* Row kernels, contracts as in tensor.h for one row. */
+    void (*layernorm)(float *y, const float *x, const float *w, const float *b, int n, float eps);
+    void (*rmsnorm)(float *y, const float *x, const float *w, int n, float eps);
+    void (*softmax)(float *x, int n);
+    void (*gelu)(float *x, size_t n);
+    void (*gelu_tanh)(float *x, size_t n);
+    void (*quick_gelu)(float *x, size_t n);
+    void (*silu)(float *x, size_t n);
+    void (*silu_mul)(float *gate, const float *up, size_t n);
+    /* x[i] = x[i]·cos[i] - x[i+h]·sin[i], x[i+h] = x[i+h]·cos[i] + x[i]·sin[i], i < h. */
+    void (*rope)(float *x, const float *cos, const float *sin, int h);
+
+    /* Machine probes for `llava bench`: a sum over n floats (read bandwidth) and a register-only
+     * FMA loop of iters iterations returning the flops done (peak rate). */
+    float (*read_sum)(const float *x, size_t n);
+    double (*fma_loop)(long iters);
+} tensor_kernels;
+
+extern const tensor_kernels tensor_kernels_scalar;
+extern const tensor_kernels tensor_kernels_avx2;
+extern const tensor_kernels tensor_kernels_avx512;
+
+/* The table of the active path (tensor_isa_active). */
+const tensor_kernels *tensor_kernels_active(void);
+/* The table of a given path (no clamping; callers check the CPU). */
+const tensor_kernels *tensor_kernels_for(tensor_isa isa);
+
+/* Weight format of a dtype, or -1 when the products do not read it. */
+int tensor_wfmt_of(llava_dtype t);
+
+#endif

@@ -1,0 +1,251 @@
+/* The drivers of the two products: they split the work across the pool and call the active
+ * ISA's kernels. Few rows of x (decode): each weight row is read once, straight from the mmap.
+ * Many rows (prompt, image): a cache-blocked GEMM that converts each panel of W to f32 once and
+ * reuses it for every row of x, with a register-blocked microkernel. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tensor/kernels.h"
+
+/* From this many rows of x on, packing W panels to f32 pays for itself (measured with
+ * `llava bench kernels`; below it the decode kernel, which re-reads W rows from L1/L2 for every
+ * few rows of x, is faster). */
+#define GEMM_MIN_M 6
+/* K block: a packed W panel of nr × KC floats stays in L1 while the x panels stream past it. */
+#define KC 256
+/* Columns of W (weight rows) packed per K block: NC × KC floats, kept in L2. */
+#define NC 256
+/* Work items hold at least this many columns, so x is packed rarely relative to the flops. */
+#define MIN_ITEM_N 256
+/* Rows of W per decode work item (a few per thread and per cache-sized run of W). */
+#define GEMV_ITEM_N 64
+
+typedef struct mm_ctx {
+    const tensor_kernels *k;
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const void *w;  /* W [N, K] in format fmt (tensor_matmul), or B [K, N] f32 (matmul_nn) */
+    size_t ldw;
+    int fmt;        /* tensor_wfmt, or -1 for B [K, N] */
+    size_t esize;   /* bytes per element of w */
+    const float *bias;
+    int M, N, K;
+    int item_n, item_m; /* columns and rows per work item */
+    int items_n, items_m;
+    atomic_int next;
+} mm_ctx;
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+static void add_bias(const mm_ctx *c, int m0, int m1, int n0, int n1) {
+    if (!c->bias) return;
+    for (int m = m0; m < m1; m++) {
+        float *yr = c->y + (size_t)m * c->ldy;
+        for (int n = n0; n < n1; n++) yr[n] += c->bias[n];
+    }
+}
+
+/* ---- few rows: stream W once ---- */
+
+static void gemv_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const mm_ctx *c = ctx;
+    int n0 = item * c->item_n, n1 = n0 + c->item_n > c->N ? c->N : n0 + c->item_n;
+    const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
+    c->k->gemv[c->fmt](c->y + n0, c->ldy, c->x, c->ldx, w, c->ldw, c->M, n1 - n0, c->K);
+    add_bias(c, 0, c->M, n0, n1);
+}
+
+/* ---- many rows: blocked GEMM ---- */
+
+/* Packs rows [m0, m0+mt) of x, columns [kb, kb+kc), into ap[k*mr + i], zero rows past mt. */
+static void pack_x(float *ap, const mm_ctx *c, int mr, int m0, int mt, int kb, int kc) {
+    for (int i = 0; i < mt; i++) {
+        const float *xr = c->x + (size_t)(m0 + i) * c->ldx + kb;
+        for (int k = 0; k < kc; k++) ap[k * mr + i] = xr[k];
+    }
+    for (int i = mt; i < mr; i++)
+        for (int k = 0; k < kc; k++) ap[k * mr + i] = 0;
+}
+
+typedef struct gemm_scratch {
+    float *ap;  /* packed x: item rows rounded up to mr, × KC */
+    float *bp;  /* packed W block: NC × KC */
+    float *ct;  /* one edge tile: mr × nr */
+} gemm_scratch;
+
+static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, int n0, int n1) {
+    const tensor_kernels *k = c->k;
+    const int mr = k->mr, nr = k->nr;
+    for (int kb = 0; kb < c->K; kb += KC) {
+        int kc = c->K - kb < KC ? c->K - kb : KC, acc = kb > 0;
+        for (int mb = m0; mb < m1; mb += mr)
+            pack_x(s->ap + (size_t)(mb - m0) * KC, c, mr, mb, m1 - mb < mr ? m1 - mb : mr, kb, kc);
+        for (int nb = n0; nb < n1; nb += NC) {
+            int ne = nb + NC < n1 ? nb + NC : n1;
+            for (int n = nb; n < ne; n += nr) {
+                int nt = ne - n < nr ? ne - n : nr;
+                float *bt = s->bp + (size_t)(n - nb) * KC;
+                if (c->fmt >= 0)
+                    k->pack_w[c->fmt](bt, (const char *)c->w + ((size_t)n * c->ldw + kb) * c->esize,
+                                      c->ldw, nt, kc);
+                else
+                    k->pack_b(bt, (const float *)c->w + (size_t)kb * c->ldw + n, c->ldw, nt, kc);
+            }
+            for (int n = nb; n < ne; n += nr) {
+                int nt = ne - n < nr ? ne - n : nr;
+                const float *bt = s->bp + (size_t)(n - nb) * KC;
+                for (int mb = m0; mb < m1; mb += mr) {
+                    int mt = m1 - mb < mr ? m1 - mb : mr;
+                    const float *at = s->ap + (size_t)(mb - m0) * KC;
+                    float *yt = c->y + (size_t)mb * c->ldy + n;
+                    if (mt == mr && nt == nr) {
+                        k->micro(kc, at, bt, yt, c->ldy, acc);
+                        continue;
+                    }
+                    /* Edge tile: through a full-size scratch tile, copying only what exists. */
+                    for (int i = 0; i < mt; i++)
+                        if (acc) memcpy(s->ct + i * nr, yt + (size_t)i * c->ldy, (size_t)nt * sizeof(float));
+                    k->micro(kc, at, bt, s->ct, (size_t)nr, acc);
+                    for (int i = 0; i < mt; i++)
+                        memcpy(yt + (size_t)i * c->ldy, s->ct + i * nr, (size_t)nt * sizeof(float));
+                }
+            }
+        }
+    }
+    add_bias(c, m0, m1, n0, n1);
+}
+
+static void gemm_slice(void *ctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    mm_ctx *c = ctx;
+    const tensor_kernels *k = c->k;
+    int rows = round_up(c->item_m, k->mr);
+    size_t bytes_ap = (size_t)rows * KC * sizeof(float), bytes_bp = (size_t)NC * KC * sizeof(float);
+    size_t bytes_ct = (size_t)TENSOR_MR_MAX * TENSOR_NR_MAX * sizeof(float);
+    char *mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
+    gemm_scratch s = {0};
+    if (mem) {
+        s.ap = (float *)mem;
+        s.bp = (float *)(mem + bytes_ap);
+        s.ct = (float *)(mem + bytes_ap + bytes_bp);
+        memset(s.ct, 0, bytes_ct);
+    }
+    int n_items = c->items_n * c->items_m;
+    for (;;) {
+        int item = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (item >= n_items) break;
+        int im = item / c->items_n, in = item % c->items_n;
+        int m0 = im * c->item_m, m1 = m0 + c->item_m < c->M ? m0 + c->item_m : c->M;
+        int n0 = in * c->item_n, n1 = n0 + c->item_n < c->N ? n0 + c->item_n : c->N;
+        if (mem) {
+            gemm_block(c, &s, m0, m1, n0, n1);
+        } else if (c->fmt >= 0) {
+            /* No scratch memory: the decode kernel gives the same result, only slower. */
+            const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
+            k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx,
+                            c->ldx, w, c->ldw, m1 - m0, n1 - n0, c->K);
+            add_bias(c, m0, m1, n0, n1);
+        } else {
+            for (int m = m0; m < m1; m++) {
+                float *yr = c->y + (size_t)m * c->ldy + n0;
+                memset(yr, 0, (size_t)(n1 - n0) * sizeof(float));
+                for (int kk = 0; kk < c->K; kk++)
+                    k->axpy(yr, c->x[(size_t)m * c->ldx + kk], (const float *)c->w + (size_t)kk * c->ldw + n0, n1 - n0);
+            }
+        }
+    }
+    free(mem);
+}
+
+/* Splits N into items of whole tiles, a few per thread; when N alone gives too few items
+ * (a narrow product with many rows) M is split too. */
+static void gemm_run(tensor_pool *pool, mm_ctx *c) {
+    int nth = tensor_pool_threads(pool), nr = c->k->nr, mr = c->k->mr;
+    int want = nth == 1 ? 1 : 4 * nth;
+    int item_n = round_up((c->N + want - 1) / want, nr);
+    if (item_n < MIN_ITEM_N) item_n = round_up(MIN_ITEM_N, nr);
+    c->item_n = item_n;
+    c->items_n = (c->N + item_n - 1) / item_n;
+    c->item_m = c->M;
+    c->items_m = 1;
+    if (c->items_n < want && c->M >= 4 * mr) {
+        int split = (want + c->items_n - 1) / c->items_n;
+        int item_m = round_up((c->M + split - 1) / split, mr);
+        if (item_m < 4 * mr) item_m = 4 * mr;
+        c->item_m = item_m;
+        c->items_m = (c->M + item_m - 1) / item_m;
+    }
+    atomic_init(&c->next, 0);
+    if (c->items_n * c->items_m == 1 || nth == 1) gemm_slice(c, 0, 1);
+    else tensor_pool_run(pool, gemm_slice, c);
+}
+
+void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                   const float *bias, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return;
+    int fmt = tensor_wfmt_of(wtype);
+    if (fmt < 0) {
+        /* A caller bug (the model checks dtypes at load): make it loud in the output. */
+        for (size_t i = 0; i < (size_t)M * (size_t)N; i++) y[i] = __builtin_nanf("");
+        return;
+    }
+    mm_ctx c = {.k = tensor_kernels_active(), .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
+                .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
+                .bias = bias, .M = M, .N = N, .K = K};
+    if (K <= 0) {
+        for (int m = 0; m < M; m++) memset(y + (size_t)m * N, 0, (size_t)N * sizeof(float));
+        add_bias(&c, 0, M, 0, N);
+        return;
+    }
+    if (M < GEMM_MIN_M) {
+        c.item_n = GEMV_ITEM_N;
+        int nth = tensor_pool_threads(pool);
+        /* Small products: items no smaller than needed to give each thread a few. */
+        if (N / (4 * nth) < GEMV_ITEM_N) c.item_n = N / (4 * nth) > 16 ? N / (4 * nth) : 16;
+        c.items_n = (N + c.item_n - 1) / c.item_n;
+        tensor_pool_for(pool, c.items_n, gemv_item, &c);
+        return;
+    }
+    gemm_run(pool, &c);
+}
+
+/* ---- y = x · B with B [K, N] f32 (attention) ---- */
+
+static void nn_rows_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const mm_ctx *c = ctx;
+    int n0 = item * c->item_n, n1 = n0 + c->item_n > c->N ? c->N : n0 + c->item_n;
+    const float *b = c->w;
+    for (int m = 0; m < c->M; m++) {
+        float *yr = c->y + (size_t)m * c->ldy + n0;
+        memset(yr, 0, (size_t)(n1 - n0) * sizeof(float));
+        for (int kk = 0; kk < c->K; kk++)
+            c->k->axpy(yr, c->x[(size_t)m * c->ldx + kk], b + (size_t)kk * c->ldw + n0, n1 - n0);
+    }
+}
+
+void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
+                      const float *b, int ldb, int M, int N, int K) {
+    if (M <= 0 || N <= 0) return;
+    mm_ctx c = {.k = tensor_kernels_active(), .y = y, .ldy = (size_t)ldy, .x = x, .ldx = (size_t)ldx,
+                .w = b, .ldw = (size_t)ldb, .fmt = -1, .esize = sizeof(float),
+                .M = M, .N = N, .K = K};
+    if (K <= 0) {
+        for (int m = 0; m < M; m++) memset(y + (size_t)m * ldy, 0, (size_t)N * sizeof(float));
+        return;
+    }
+    if (M < GEMM_MIN_M) {
+        c.item_n = N < 256 ? N : 256;
+        c.items_n = (N + c.item_n - 1) / c.item_n;
+        tensor_pool_for(pool, c.items_n, nn_rows_item, &c);
+        return;
+    }
+    gemm_run(pool, &c);
+}
+
+int tensor_matmul_supports(llava_dtype t) { return tensor_wfmt_of(t) >= 0; }

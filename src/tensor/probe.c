@@ -1,0 +1,89 @@
+/* Measurements of the machine itself: read bandwidth (a STREAM-like sum over a buffer larger than
+ * any cache) and peak f32 FMA rate (a register-only loop), the bounds against which the kernels'
+ * figures are judged. Always the best path the CPU has, whatever path is active. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tensor/kernels.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct bw_ctx {
+    const tensor_kernels *k;
+    float *buf;
+    size_t n;
+    _Atomic float sink;
+} bw_ctx;
+
+static void bw_touch(void *ctx_, int ith, int nth) {
+    bw_ctx *c = ctx_;
+    /* Each thread writes its own share first, so pages land near the thread that reads them. */
+    size_t per = c->n / (size_t)nth / 64 * 64, b = per * (size_t)ith, e = ith == nth - 1 ? c->n : b + per;
+    for (size_t i = b; i < e; i++) c->buf[i] = (float)(i & 7);
+}
+
+static void bw_read(void *ctx_, int ith, int nth) {
+    bw_ctx *c = ctx_;
+    size_t per = c->n / (size_t)nth / 64 * 64, b = per * (size_t)ith, e = ith == nth - 1 ? c->n : b + per;
+    float s = c->k->read_sum(c->buf + b, e - b);
+    atomic_store_explicit(&c->sink, s, memory_order_relaxed);
+}
+
+double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps) {
+    bw_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .n = bytes / sizeof(float) / 64 * 64};
+    if (c.n == 0) return 0;
+    c.buf = aligned_alloc(64, c.n * sizeof(float));
+    if (!c.buf) return 0;
+    tensor_pool_run(pool, bw_touch, &c);
+    double best = 0;
+    for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
+        double t0 = now_s();
+        tensor_pool_run(pool, bw_read, &c);
+        double dt = now_s() - t0, rate = (double)(c.n * sizeof(float)) / dt;
+        if (rate > best) best = rate;
+    }
+    free(c.buf);
+    return best;
+}
+
+typedef struct fma_ctx {
+    const tensor_kernels *k;
+    long iters;
+    _Atomic double flops;
+} fma_ctx;
+
+static void fma_slice(void *ctx_, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    fma_ctx *c = ctx_;
+    double f = c->k->fma_loop(c->iters);
+    double old = atomic_load(&c->flops);
+    while (!atomic_compare_exchange_weak(&c->flops, &old, old + f)) {}
+}
+
+double tensor_probe_peak_flops(tensor_pool *pool, double seconds) {
+    fma_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .iters = 1000};
+    /* Calibrate on the caller so that one pass takes about a tenth of the time asked for. */
+    for (;;) {
+        double t0 = now_s();
+        c.k->fma_loop(c.iters);
+        double dt = now_s() - t0;
+        if (dt > seconds / 10 || c.iters > (1L << 40)) break;
+        c.iters *= 2;
+    }
+    double best = 0, t_end = now_s() + seconds;
+    do {
+        atomic_store(&c.flops, 0.0);
+        double t0 = now_s();
+        tensor_pool_run(pool, fma_slice, &c);
+        double rate = atomic_load(&c.flops) / (now_s() - t0);
+        if (rate > best) best = rate;
+    } while (now_s() < t_end);
+    return best;
+}
