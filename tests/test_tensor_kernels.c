@@ -503,14 +503,14 @@ static void test_to_f32(void **state) {
 typedef struct count_ctx {
     atomic_int calls[64];
     atomic_int total;
-    int nth_seen;
+    atomic_int nth_seen;
 } count_ctx;
 
 static void count_slice(void *ctx, int ith, int nth) {
     count_ctx *c = ctx;
     atomic_fetch_add(&c->calls[ith], 1);
     atomic_fetch_add(&c->total, 1);
-    c->nth_seen = nth; /* every thread writes the same value; read after the run */
+    atomic_store(&c->nth_seen, nth);
 }
 
 typedef struct items_ctx {
@@ -540,7 +540,7 @@ static void test_pool(void **state) {
         for (int i = 0; i < runs; i++) tensor_pool_run(pool, count_slice, &c);
         assert_int_equal(atomic_load(&c.total), runs * nth);
         for (int i = 0; i < nth; i++) assert_int_equal(atomic_load(&c.calls[i]), runs);
-        assert_int_equal(c.nth_seen, nth);
+        assert_int_equal(atomic_load(&c.nth_seen), nth);
         /* More items than threads: every item exactly once. */
         static items_ctx it;
         for (int n_items = 0; n_items <= 1000; n_items += 333) {
