@@ -155,7 +155,9 @@ int tl_load_merges(loader *L, tj_cursor *cur) {
     int rc = -1;
     c.pos++;
     if (tj_peek(&c) == ']') {
+        c.pos++;
         rc = 0;
+        cur->pos = c.pos;
         goto done;
     }
     for (;; i++) {
@@ -316,7 +318,8 @@ int tl_prepare_word_cuts(tokenizer *tok) {
             prev = cp;
         }
     }
-    qsort(tok->cut_blockers, tok->n_cut_blockers, sizeof *tok->cut_blockers, cmp_u32);
+    if (tok->n_cut_blockers)
+        qsort(tok->cut_blockers, tok->n_cut_blockers, sizeof *tok->cut_blockers, cmp_u32);
     tok->can_cut_words = true;
     return 0;
 }
