@@ -16,10 +16,13 @@ static int cmd_version(int argc, char **argv) {
 /* One line per subcommand; each lives in src/cli/cmd_<name>.c. */
 static const cli_command commands[] = {
     {"version", cmd_version, "print the version"},
+    {"run", cmd_run, "answer a prompt about images with a model"},
+    {"dump", cmd_dump, "write the intermediate tensors of a prompt (for checks)"},
     {"tokenize", cmd_tokenize, "text to token ids with a model folder's tokenizer"},
     {"detokenize", cmd_detokenize, "token ids back to text"},
     {"info", cmd_info, "describe a model folder (architecture, sizes, dtypes, tensors, template)"},
     {"preprocess", cmd_preprocess, "decode and preprocess an image to pixel_values (safetensors)"},
+    {"bench", cmd_bench, "measure speed (llava bench kernels: products vs machine bounds)"},
 };
 
 int cli_fail(const char *fmt, ...) {
