@@ -20,7 +20,8 @@ typedef struct st_tensor {
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     int64_t numel;
-    const void *data;     /* into the read-only mapping */
+    const void *data;     /* into the read-only mapping; aligned to the element size in files of
+                           * the safetensors library and st_writer, not guaranteed in others */
     size_t nbytes;
     const char *file;     /* path of the shard that holds it */
 } st_tensor;
