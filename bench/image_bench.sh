@@ -26,8 +26,7 @@ im.save(f"{out}/photo_12mp.jpg", quality=92)
 im.resize((1155, 866), Image.BICUBIC).save(f"{out}/photo_1mp.png")
 PY
 
-pin=""
-command -v taskset >/dev/null && pin="taskset -c 0"
+pin=${BENCH_PIN:-}  # single-threaded code; BENCH_PIN="taskset -c N" pins it
 for f in photo_12mp.jpg photo_1mp.png; do
   echo "== llava: $f ($(stat -c %s "$tmp/$f") bytes), $runs runs, one core"
   $pin "$llava" preprocess -m "$tmp/model" -i "$tmp/$f" -o "$tmp/out.safetensors" --repeat "$runs"

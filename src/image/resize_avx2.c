@@ -1,8 +1,7 @@
 /* AVX2 versions of the two resampling passes, chosen at run time by resize.c. Integer sums are
  * exact in any order, so these give the same bytes as the scalar passes: the horizontal pass
- * takes each output pixel's source bytes (RGB interleaved) 24 at a time against coefficients
- * repeated per channel, then folds the lanes back to R, G and B; the vertical pass runs across
- * a row, 8 bytes per vector, one broadcast coefficient per source row. */
+ * multiplies 4 taps of R, G and B at a time with pmaddwd on 11-bit halves of the coefficients;
+ * the vertical pass runs across a row, 16 bytes per step, one broadcast coefficient per row. */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,48 +12,61 @@
 
 #define TARGET __attribute__((target("avx2")))
 
-/* One output pixel of the horizontal pass: n3 = 3 * count bytes from p, coefficients k3
- * (each repeated 3 times, zero past n3, padded to a multiple of 24). */
-TARGET static inline void h_pixel(const uint8_t *p, const int32_t *k3, int n3, uint8_t *out) {
-    const int32_t half = 1 << (RESAMPLE_PRECISION_BITS - 1);
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0;
-    for (int j = 0; j < n3; j += 24) {
-        __m256i p0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j)));
-        __m256i p1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j + 8)));
-        __m256i p2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + j + 16)));
-        a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(p0, _mm256_loadu_si256((const __m256i *)(k3 + j))));
-        a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(p1, _mm256_loadu_si256((const __m256i *)(k3 + j + 8))));
-        a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(p2, _mm256_loadu_si256((const __m256i *)(k3 + j + 16))));
+/* Coefficients of one output pixel for h_pixel: per group of 4 taps, 16 int16 of the high parts
+ * (k >> 11) then 16 of the low parts (k & 2047), each laid out as
+ * [k0 k1 k0 k1 k0 k1 0 0 | k2 k3 k2 k3 k2 k3 0 0] to meet the pixel bytes' shuffle below. */
+#define TAPS_PER_GROUP 4
+#define GROUP_INT16 32
+
+/* One output pixel: 4 taps (12 source bytes) per step. The bytes of taps 0,1 go to the low
+ * 128-bit lane as 16-bit [R0 R1 G0 G1 B0 B1 0 0] and those of taps 2,3 to the high lane, so that
+ * pmaddwd adds the two taps of each channel. k = hi * 2048 + lo with both parts in int16 range,
+ * so the 22-bit products are exact: sum = (sum_hi << 11) + sum_lo (mod 2^32, and the true value
+ * fits in int32 as in Pillow). */
+TARGET static inline void h_pixel(const uint8_t *p, const int16_t *kc, int groups, uint8_t *out) {
+    const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
+                                          6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    __m256i hi = _mm256_setzero_si256(), lo = hi;
+    for (int g = 0; g < groups; g++) {
+        __m128i raw = _mm_loadu_si128((const __m128i *)(p + 12 * g));
+        __m256i px = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), shuf);
+        const __m256i *k = (const __m256i *)(kc + (size_t)g * GROUP_INT16);
+        hi = _mm256_add_epi32(hi, _mm256_madd_epi16(px, _mm256_loadu_si256(k)));
+        lo = _mm256_add_epi32(lo, _mm256_madd_epi16(px, _mm256_loadu_si256(k + 1)));
     }
-    /* Lane l of a0/a1/a2 holds byte positions l, 8 + l, 16 + l (mod 24): channels l % 3,
-     * (l + 2) % 3, (l + 1) % 3. */
-    int32_t t[24];
-    _mm256_storeu_si256((__m256i *)t, a0);
-    _mm256_storeu_si256((__m256i *)(t + 8), a1);
-    _mm256_storeu_si256((__m256i *)(t + 16), a2);
-    int32_t s0 = half + t[0] + t[3] + t[6] + t[9] + t[12] + t[15] + t[18] + t[21];
-    int32_t s1 = half + t[1] + t[4] + t[7] + t[10] + t[13] + t[16] + t[19] + t[22];
-    int32_t s2 = half + t[2] + t[5] + t[8] + t[11] + t[14] + t[17] + t[20] + t[23];
-    out[0] = resample_clip8(s0);
-    out[1] = resample_clip8(s1);
-    out[2] = resample_clip8(s2);
+    __m256i s = _mm256_add_epi32(_mm256_slli_epi32(hi, 11), lo);
+    __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    t = _mm_add_epi32(t, _mm_set1_epi32(1 << (RESAMPLE_PRECISION_BITS - 1)));
+    t = _mm_srai_epi32(t, RESAMPLE_PRECISION_BITS);
+    t = _mm_packus_epi16(_mm_packs_epi32(t, t), t); /* clamp to 0..255 */
+    uint32_t v = (uint32_t)_mm_cvtsi128_si32(t);
+    out[0] = (uint8_t)v;
+    out[1] = (uint8_t)(v >> 8);
+    out[2] = (uint8_t)(v >> 16);
 }
 
 TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t *src_end,
                             int y0, int y1, const resample_coeffs *c, uint8_t *dst,
                             size_t dst_stride) {
     const int out_w = c->out_size;
-    const int k3size = (3 * c->ksize + 23) / 24 * 24;
-    int32_t *k3 = malloc(sizeof *k3 * (size_t)out_w * (size_t)k3size);
-    if (!k3) { /* no room for the widened table: the scalar pass gives the same bytes */
+    const int max_groups = (c->ksize + TAPS_PER_GROUP - 1) / TAPS_PER_GROUP;
+    int16_t *kc = calloc((size_t)out_w * max_groups * GROUP_INT16, sizeof *kc);
+    if (!kc) { /* no room for the rearranged table: the scalar pass gives the same bytes */
         resample_h_scalar(src, src_stride, src_end, y0, y1, c, dst, dst_stride);
         return;
     }
     for (int xx = 0; xx < out_w; xx++) {
-        int32_t *row = k3 + (size_t)xx * k3size;
         const int32_t *k = c->kk + (size_t)xx * c->ksize;
-        memset(row, 0, sizeof *row * (size_t)k3size);
-        for (int x = 0; x < c->count[xx]; x++) row[3 * x] = row[3 * x + 1] = row[3 * x + 2] = k[x];
+        int16_t *row = kc + (size_t)xx * max_groups * GROUP_INT16;
+        for (int j = 0; j < c->count[xx]; j++) {
+            int16_t *g = row + (size_t)(j / TAPS_PER_GROUP) * GROUP_INT16;
+            int slot = (j % 4 >= 2 ? 8 : 0) + (j % 2); /* lane half, then tap within the pair */
+            int16_t h = (int16_t)(k[j] >> 11), l = (int16_t)(k[j] & 2047);
+            for (int ch = 0; ch < 3; ch++) {
+                g[slot + 2 * ch] = h;
+                g[16 + slot + 2 * ch] = l;
+            }
+        }
     }
     const int32_t half = 1 << (RESAMPLE_PRECISION_BITS - 1);
     for (int y = y0; y < y1; y++) {
@@ -62,13 +74,13 @@ TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t
         uint8_t *out = dst + (size_t)(y - y0) * dst_stride;
         for (int xx = 0; xx < out_w; xx++) {
             const uint8_t *p = in + (size_t)c->first[xx] * 3;
-            int n3 = 3 * c->count[xx];
-            int padded = (n3 + 23) / 24 * 24;
-            if ((size_t)(src_end - p) >= (size_t)padded) {
-                h_pixel(p, k3 + (size_t)xx * k3size, n3, out + 3 * xx);
+            int groups = (c->count[xx] + TAPS_PER_GROUP - 1) / TAPS_PER_GROUP;
+            /* the last group loads 16 bytes from p + 12 * (groups - 1) */
+            if ((size_t)(src_end - p) >= (size_t)12 * groups + 4) {
+                h_pixel(p, kc + (size_t)xx * max_groups * GROUP_INT16, groups, out + 3 * xx);
                 continue;
             }
-            /* Too close to the end of the buffer for 24-byte loads. */
+            /* Too close to the end of the buffer for 16-byte loads. */
             const int32_t *k = c->kk + (size_t)xx * c->ksize;
             int32_t s0 = half, s1 = half, s2 = half;
             for (int x = 0; x < c->count[xx]; x++) {
@@ -81,7 +93,7 @@ TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t
             out[3 * xx + 2] = resample_clip8(s2);
         }
     }
-    free(k3);
+    free(kc);
 }
 
 TARGET void resample_v_avx2(const uint8_t *src, size_t src_stride, int width_bytes,
