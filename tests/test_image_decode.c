@@ -309,13 +309,15 @@ static void test_gif(void **state) {
     image_free(&img);
 
     uint8_t m[sizeof gif3x2];
-    expect_fail(gif3x2, 10, NULL, LLAVA_ERR_FORMAT, "GIF: truncated header", NULL, "GIF: header cut");
+    expect_fail(gif3x2, 10, NULL, LLAVA_ERR_FORMAT, "GIF: truncated header", NULL,
+                "GIF: header cut");
     expect_fail(gif3x2, 20, NULL, LLAVA_ERR_FORMAT, "GIF: truncated global palette", NULL,
                 "GIF: palette cut");
     expect_fail(gif3x2, 25, NULL, LLAVA_ERR_FORMAT, "GIF: no image", NULL, "GIF: no descriptor");
     expect_fail(gif3x2, 30, NULL, LLAVA_ERR_FORMAT, "GIF: truncated image descriptor", NULL,
                 "GIF: descriptor cut");
-    expect_fail(gif3x2, 39, NULL, LLAVA_ERR_FORMAT, "GIF: truncated data", NULL, "GIF: LZW data cut");
+    expect_fail(gif3x2, 39, NULL, LLAVA_ERR_FORMAT, "GIF: truncated data", NULL,
+                "GIF: LZW data cut");
     memcpy(m, gif3x2, sizeof m);
     m[35] = 13;
     expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: LZW code size 13", NULL,
@@ -334,7 +336,8 @@ static void test_gif(void **state) {
                 "GIF: huge screen");
     memcpy(m, gif3x2, sizeof m);
     m[30] = 0;
-    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: empty frame", NULL, "GIF: zero-width frame");
+    expect_fail(m, sizeof m, NULL, LLAVA_ERR_FORMAT, "GIF: empty frame", NULL,
+                "GIF: zero-width frame");
 }
 
 /* A 2x2 24-bit BMP, bottom-up, rows padded to 8 bytes. */
@@ -364,9 +367,11 @@ static void test_bmp(void **state) {
     const uint8_t want[12] = {160, 144, 128, 208, 192, 176, 32, 16, 0, 80, 64, 48};
     assert_memory_equal(img.rgb, want, 12);
     image_free(&img);
-    expect_fail(b, 16, NULL, LLAVA_ERR_FORMAT, "BMP: truncated file header", NULL, "BMP: header cut");
+    expect_fail(b, 16, NULL, LLAVA_ERR_FORMAT, "BMP: truncated file header", NULL,
+                "BMP: header cut");
     expect_fail(b, 40, NULL, LLAVA_ERR_FORMAT, "BMP: truncated info header", NULL, "BMP: info cut");
-    expect_fail(b, 65, NULL, LLAVA_ERR_FORMAT, "BMP: truncated pixel data", NULL, "BMP: pixels cut");
+    expect_fail(b, 65, NULL, LLAVA_ERR_FORMAT, "BMP: truncated pixel data", NULL,
+                "BMP: pixels cut");
     n = make_bmp(b, 100000, 2, 24, 0);
     expect_fail(b, n, NULL, LLAVA_ERR_LIMIT, "BMP: image of 100000x2", NULL, "BMP: huge width");
     n = make_bmp(b, 2, 2, 8, 1);
@@ -490,7 +495,8 @@ static void *decode_all(void *arg) {
         for (int i = 0; i < job->n_files; i++) {
             image_rgb img;
             llava_error err;
-            if (image_decode_memory(job->files[i].p, job->files[i].n, NULL, &img, &err) != LLAVA_OK) {
+            if (image_decode_memory(job->files[i].p, job->files[i].n, NULL, &img, &err) !=
+                LLAVA_OK) {
                 job->failed = 1;
                 continue;
             }

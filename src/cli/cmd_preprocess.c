@@ -54,7 +54,8 @@ static llava_status time_runs(const char *path, const hf_preprocess_config *cfg,
         st = image_decode_memory(data, len, NULL, &img, err);
         double t1 = now_ms();
         if (st == LLAVA_OK)
-            st = image_preprocess(img.rgb, img.width, img.height, cfg, pixels, cap, NULL, NULL, err);
+            st =
+                image_preprocess(img.rgb, img.width, img.height, cfg, pixels, cap, NULL, NULL, err);
         double t2 = now_ms();
         image_free(&img);
         t[r] = t1 - t0;
@@ -88,7 +89,8 @@ int cmd_preprocess(int argc, char **argv) {
             u8 = 1;
         } else if (!strcmp(a, "--repeat") && i + 1 < argc) {
             repeat = atoi(argv[++i]);
-            if (repeat < 1 || repeat > 10000) return cli_fail("preprocess: --repeat wants 1..10000");
+            if (repeat < 1 || repeat > 10000)
+                return cli_fail("preprocess: --repeat wants 1..10000");
         } else if ((!strcmp(a, "-m") || !strcmp(a, "-i") || !strcmp(a, "-o")) && i + 1 < argc) {
             const char **dst = a[1] == 'm' ? &model : a[1] == 'i' ? &input : &output;
             *dst = argv[++i];

@@ -117,12 +117,12 @@ llava_status image_decode_memory(const void *bytes, size_t len, const image_limi
     case IMAGE_FORMAT_BMP: st = image_decode_bmp(bytes, len, &lim, &d, err); break;
     default:
         if (len == 0) return llava_error_set(err, LLAVA_ERR_FORMAT, "image: empty data");
-        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED,
-                               "image: unknown format (first bytes %02x %02x %02x %02x; expected "
-                               "JPEG, PNG, WebP, GIF or BMP)",
-                               ((const uint8_t *)bytes)[0], len > 1 ? ((const uint8_t *)bytes)[1] : 0,
-                               len > 2 ? ((const uint8_t *)bytes)[2] : 0,
-                               len > 3 ? ((const uint8_t *)bytes)[3] : 0);
+        return llava_error_set(
+            err, LLAVA_ERR_UNSUPPORTED,
+            "image: unknown format (first bytes %02x %02x %02x %02x; expected "
+            "JPEG, PNG, WebP, GIF or BMP)",
+            ((const uint8_t *)bytes)[0], len > 1 ? ((const uint8_t *)bytes)[1] : 0,
+            len > 2 ? ((const uint8_t *)bytes)[2] : 0, len > 3 ? ((const uint8_t *)bytes)[3] : 0);
     }
     if (st != LLAVA_OK) return st;
     st = apply_orientation(&d, err);

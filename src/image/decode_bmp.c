@@ -70,8 +70,10 @@ llava_status image_decode_bmp(const uint8_t *b, size_t len, const image_limits *
     if (len < 18) return llava_error_set(err, LLAVA_ERR_FORMAT, "BMP: truncated file header");
     uint32_t offset = le32(b + 10), hsize = le32(b + 14);
     if (hsize != 12 && hsize != 40 && hsize != 64 && hsize != 108 && hsize != 124)
-        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported header size %u", hsize);
-    if (len - 14 < hsize) return llava_error_set(err, LLAVA_ERR_FORMAT, "BMP: truncated info header");
+        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported header size %u",
+                               hsize);
+    if (len - 14 < hsize)
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "BMP: truncated info header");
     const uint8_t *h = b + 18; /* header after its size field */
     int64_t w, ht;
     uint32_t bits, compression = 0, colors = 0;
@@ -94,7 +96,8 @@ llava_status image_decode_bmp(const uint8_t *b, size_t len, const image_limits *
             if (hsize >= 52) {
                 for (int i = 0; i < 4; i++) masks[i] = le32(h + 36 + 4 * i);
             } else {
-                if (len - pos < 12) return llava_error_set(err, LLAVA_ERR_FORMAT, "BMP: truncated bit masks");
+                if (len - pos < 12)
+                    return llava_error_set(err, LLAVA_ERR_FORMAT, "BMP: truncated bit masks");
                 for (int i = 0; i < 3; i++) masks[i] = le32(b + pos + 4 * i);
                 pos += 12;
             }
@@ -106,17 +109,19 @@ llava_status image_decode_bmp(const uint8_t *b, size_t len, const image_limits *
     case 16: lay = PX_BGR15; break;
     case 24: lay = PX_BGR; break;
     case 32: lay = PX_BGRX; break;
-    default: return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported pixel depth %u", bits);
+    default:
+        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported pixel depth %u", bits);
     }
     if (compression == 1 || compression == 2)
         return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: RLE compression is not supported");
     if (compression == 3) {
         const uint32_t *m = masks;
 #define MASKS(r, g, bl, a) (m[0] == (r) && m[1] == (g) && m[2] == (bl) && m[3] == (a))
-        if (bits == 32 && (MASKS(0xFF0000, 0xFF00, 0xFF, 0) || MASKS(0xFF0000, 0xFF00, 0xFF, 0xFF000000u) ||
-                           MASKS(0, 0, 0, 0)))
+        if (bits == 32 && (MASKS(0xFF0000, 0xFF00, 0xFF, 0) ||
+                           MASKS(0xFF0000, 0xFF00, 0xFF, 0xFF000000u) || MASKS(0, 0, 0, 0)))
             lay = PX_BGRX;
-        else if (bits == 32 && (MASKS(0xFF000000u, 0xFF0000, 0xFF00, 0) || MASKS(0xFF000000u, 0xFF0000, 0xFF00, 0xFF)))
+        else if (bits == 32 && (MASKS(0xFF000000u, 0xFF0000, 0xFF00, 0) ||
+                                MASKS(0xFF000000u, 0xFF0000, 0xFF00, 0xFF)))
             lay = PX_XBGR;
         else if (bits == 32 && MASKS(0xFF, 0xFF00, 0xFF0000, 0xFF000000u))
             lay = PX_RGBA;
@@ -130,7 +135,8 @@ llava_status image_decode_bmp(const uint8_t *b, size_t len, const image_limits *
             return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported bit field layout");
 #undef MASKS
     } else if (compression != 0) {
-        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported compression %u", compression);
+        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "BMP: unsupported compression %u",
+                               compression);
     }
     llava_status st = image_check_limits(lim, "BMP", w, ht, err);
     if (st != LLAVA_OK) return st;
@@ -162,8 +168,8 @@ llava_status image_decode_bmp(const uint8_t *b, size_t len, const image_limits *
     if (!rgb) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "BMP: out of memory");
     for (int64_t y = 0; y < ht; y++) {
         int64_t src_row = top_down ? y : ht - 1 - y;
-        unpack_row(b + offset + (size_t)src_row * stride, rgb + (size_t)y * w * 3, (int)w, (int)bits, lay,
-                   (const uint8_t(*)[3])pal);
+        unpack_row(b + offset + (size_t)src_row * stride, rgb + (size_t)y * w * 3, (int)w,
+                   (int)bits, lay, (const uint8_t(*)[3])pal);
     }
     out->width = (int)w;
     out->height = (int)ht;

@@ -60,7 +60,8 @@ static void put_pixel(frame_writer *f, uint8_t v) {
 /* LZW data in sub-blocks from r into f until the frame is full. */
 static llava_status lzw_decode(gif_reader *r, int bits, frame_writer *f, llava_error *err) {
     if (bits < 0 || bits > 12)
-        return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: LZW code size %d (must be 0..12)", bits);
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: LZW code size %d (must be 0..12)",
+                               bits);
     uint16_t *link = malloc(sizeof *link * GIF_TABLE);
     uint8_t *suffix = malloc(GIF_TABLE), *stack = malloc(GIF_TABLE + 1);
     if (!link || !suffix || !stack) {
@@ -198,7 +199,8 @@ llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limi
         }
         if (b == ',') break;
     }
-    if (r.len - r.pos < 9) return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: truncated image descriptor");
+    if (r.len - r.pos < 9)
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: truncated image descriptor");
     const uint8_t *d = bytes + r.pos;
     int x0 = d[0] | d[1] << 8, y0 = d[2] | d[3] << 8, fw = d[4] | d[5] << 8, fh = d[6] | d[7] << 8;
     int fflags = d[8];
@@ -211,7 +213,8 @@ llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limi
         r.pos += (size_t)n_local * 3;
     }
     int lzw_bits;
-    if (!rd_byte(&r, &lzw_bits)) return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: truncated image data");
+    if (!rd_byte(&r, &lzw_bits))
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: truncated image data");
     if (fw == 0 || fh == 0)
         return llava_error_set(err, LLAVA_ERR_FORMAT, "GIF: empty frame (%dx%d)", fw, fh);
     int cw = x0 + fw > sw ? x0 + fw : sw, ch = y0 + fh > sh ? y0 + fh : sh;
@@ -224,10 +227,12 @@ llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limi
     if (!idx || !rgb) {
         free(idx);
         free(rgb);
-        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "GIF: out of memory for %dx%d pixels", cw, ch);
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "GIF: out of memory for %dx%d pixels", cw,
+                               ch);
     }
     memset(idx, transparency >= 0 ? transparency : 0, npx);
-    frame_writer f = {idx, cw, x0, y0, fw, fh, 0, 0, (fflags & 0x40) ? 8 : 1, (fflags & 0x40) ? 1 : 0, 0};
+    frame_writer f = {
+        idx, cw, x0, y0, fw, fh, 0, 0, (fflags & 0x40) ? 8 : 1, (fflags & 0x40) ? 1 : 0, 0};
     st = lzw_decode(&r, lzw_bits, &f, err);
     if (st != LLAVA_OK) {
         free(idx);

@@ -90,8 +90,8 @@ static llava_status decode(jpeg_ctx *ctx, const uint8_t *bytes, size_t len,
     else if (comps == 4)
         cinfo->out_color_space = JCS_CMYK;
     else
-        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED, "JPEG: cannot handle %d-component images",
-                               comps);
+        return llava_error_set(err, LLAVA_ERR_UNSUPPORTED,
+                               "JPEG: cannot handle %d-component images", comps);
     jpeg_start_decompress(cinfo);
     int w = (int)cinfo->output_width, h = (int)cinfo->output_height;
     ctx->rgb = image_alloc_rgb(w, h);

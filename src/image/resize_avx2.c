@@ -24,8 +24,9 @@
  * so the 22-bit products are exact: sum = (sum_hi << 11) + sum_lo (mod 2^32, and the true value
  * fits in int32 as in Pillow). */
 TARGET static inline void h_pixel(const uint8_t *p, const int16_t *kc, int groups, uint8_t *out) {
-    const __m256i shuf = _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1,
-                                          6, -1, 9, -1, 7, -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
+    const __m256i shuf =
+        _mm256_setr_epi8(0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1, 6, -1, 9, -1, 7,
+                         -1, 10, -1, 8, -1, 11, -1, -1, -1, -1, -1);
     __m256i hi = _mm256_setzero_si256(), lo = hi;
     for (int g = 0; g < groups; g++) {
         __m128i raw = _mm_loadu_si128((const __m128i *)(p + 12 * g));
