@@ -94,8 +94,12 @@ static void fill_info(llava_model *m) {
     i->vision_hidden = c->vision.hidden_size;
     i->text_hidden = c->text.hidden_size;
     i->vocab_size = c->text.vocab_size;
-    int max_pos = c->text.max_position_embeddings;
-    i->n_ctx = m->opt.n_ctx > 0 && m->opt.n_ctx < max_pos ? m->opt.n_ctx : max_pos;
+    /* rope scaling stretches the trained context by its factor (e.g. 4096 x 4 for "16k" models) */
+    double max_pos = c->text.max_position_embeddings;
+    if (c->text.rope_scaling_type != HF_ROPE_NONE && c->text.rope_scaling_factor > 1.0)
+        max_pos *= c->text.rope_scaling_factor;
+    if (max_pos > 1 << 24) max_pos = 1 << 24;
+    i->n_ctx = m->opt.n_ctx > 0 && m->opt.n_ctx < max_pos ? m->opt.n_ctx : (int)max_pos;
     i->image_token_id = c->image_token_index;
     i->bos_id = tokenizer_adds_bos(m->tok) ? tokenizer_bos_id(m->tok) : -1;
     for (int k = 0; k < m->gen.n_eos && i->n_eos < 8; k++)
