@@ -297,6 +297,12 @@ static void test_llava_accessors(void **state) {
     assert_non_null(tokenizer_chat_template(tok));
     assert_non_null(strstr(tokenizer_chat_template(tok), "ASSISTANT:"));
     tokenizer_free(tok);
+    /* A folder with chat_template.json (and no .jinja) gives that template. */
+    llava_error err;
+    assert_int_equal(tokenizer_load(LLAVA_FIXTURES "/tiny-f32/model", &tok, &err), LLAVA_OK);
+    assert_non_null(tokenizer_chat_template(tok));
+    assert_non_null(strstr(tokenizer_chat_template(tok), "message['role'].upper()"));
+    tokenizer_free(tok);
 }
 
 static void test_encode_appends_and_prompt(void **state) {

@@ -23,6 +23,7 @@ static void tokenize_usage(FILE *out) {
             "  --no-bos          no special tokens (no BOS/EOS), add_special_tokens=False\n"
             "  --json            print {\"ids\": [...], \"pieces\": [...]}\n"
             "  --file F          read the text from F ('-' for standard input)\n"
+            "  --jsonl           the input holds one JSON string per line; one result per line\n"
             "  --bench           encode repeatedly on one core and print the throughput\n"
             "Prints the ids separated by spaces.\n");
 }
@@ -132,9 +133,37 @@ static int print_ids(const tokenizer *tok, const tokenizer_ids *ids, int as_json
     return 0;
 }
 
+/* --jsonl: each line of text is a JSON string to encode on its own. */
+static int tokenize_lines(const tokenizer *tok, const char *text, size_t len, unsigned flags,
+                          int as_json) {
+    size_t line_no = 0;
+    for (const char *p = text, *end = text + len; p < end; line_no++) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        json_error_t je;
+        json_t *s = json_loadb(p, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+        if (!s || !json_is_string(s)) {
+            json_decref(s);
+            return cli_fail("line %zu: not a JSON string%s%s", line_no + 1, s ? "" : ": ",
+                            s ? "" : je.text);
+        }
+        tokenizer_ids ids = {0};
+        llava_error err;
+        int rc = tokenizer_encode(tok, json_string_value(s), json_string_length(s), flags, &ids,
+                                  &err) != LLAVA_OK
+                     ? cli_fail("line %zu: %s", line_no + 1, err.message)
+                     : print_ids(tok, &ids, as_json);
+        tokenizer_ids_free(&ids);
+        json_decref(s);
+        if (rc) return rc;
+        p += n + 1;
+    }
+    return 0;
+}
+
 int cmd_tokenize(int argc, char **argv) {
     const char *path = NULL, *file = NULL, *text = NULL;
-    int as_json = 0, do_bench = 0;
+    int as_json = 0, do_bench = 0, jsonl = 0;
     unsigned flags = TOKENIZER_ADD_SPECIAL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
@@ -151,6 +180,8 @@ int cmd_tokenize(int argc, char **argv) {
             as_json = 1;
         } else if (!strcmp(argv[i], "--bench")) {
             do_bench = 1;
+        } else if (!strcmp(argv[i], "--jsonl")) {
+            jsonl = 1;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0' && !text) {
             tokenize_usage(stderr);
             return cli_fail("tokenize: unknown option '%s'", argv[i]);
@@ -188,6 +219,8 @@ int cmd_tokenize(int argc, char **argv) {
     int rc;
     if (do_bench) {
         rc = bench(tok, text, len, flags, load_ms, load_cpu_ms);
+    } else if (jsonl) {
+        rc = tokenize_lines(tok, text, len, flags, as_json);
     } else {
         tokenizer_ids ids = {0};
         llava_error err;

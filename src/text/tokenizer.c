@@ -232,12 +232,13 @@ static llava_status read_template_files(const char *dir, tokenizer *tok, llava_e
         json_t *j = llava_json_load_file(path, CHAT_TEMPLATE_MAX, true, err);
         if (!j) return err->code;
         const json_t *t = json_object_get(j, "chat_template");
-        if (t && json_is_string(t)) tok->chat_template = strdup(json_string_value(t));
+        bool present = t != NULL, is_string = t && json_is_string(t);
+        if (is_string) tok->chat_template = strdup(json_string_value(t));
         json_decref(j);
-        if (t && !json_is_string(t))
+        if (present && !is_string)
             return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: chat_template must be a string",
                                    path);
-        if (t && !tok->chat_template)
+        if (present && !tok->chat_template)
             return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory");
     }
     return LLAVA_OK;
