@@ -69,7 +69,7 @@ static void test_dtype_names(void **state) {
 static void test_json_typed_lookups(void **state) {
     (void)state;
     llava_error err;
-    const char *txt = "{\"a\": 3, \"b\": 2.5, \"c\": true, \"d\": \"x\", \"e\": 4096.0, \"n\": null}";
+    const char *txt = "{\"a\": 3, \"b\": 2.5, \"c\": true, \"d\": \"x\", \"e\": 4096.0, \"n\": null, \"huge\": 3.2e65}";
     json_t *j = llava_json_load_buffer(txt, strlen(txt), "t.json", &err);
     assert_non_null(j);
     int64_t i = -1;
@@ -84,6 +84,7 @@ static void test_json_typed_lookups(void **state) {
     assert_int_equal(i, 4096);
     assert_int_equal(llava_json_get_int(j, "n", &i, "t.json", &err), LLAVA_OK);
     assert_int_equal(llava_json_get_int(j, "b", &i, "t.json", &err), LLAVA_ERR_FORMAT);
+    assert_int_equal(llava_json_get_int(j, "huge", &i, "t.json", &err), LLAVA_ERR_FORMAT);
     assert_non_null(strstr(err.message, "t.json: \"b\" must be an integer"));
     assert_int_equal(llava_json_get_double(j, "b", &d, "t.json", &err), LLAVA_OK);
     assert_true(d == 2.5);

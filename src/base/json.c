@@ -45,7 +45,8 @@ llava_status llava_json_get_int(const json_t *obj, const char *key, int64_t *out
     /* 4096.0 is an integer written as a float by some exporters; 4096.5 is not. */
     if (json_is_real(v)) {
         double d = json_real_value(v);
-        if (d == (double)(int64_t)d) {
+        /* range first: casting an out-of-range double to int64_t is undefined */
+        if (d >= -9.2e18 && d <= 9.2e18 && d == (double)(int64_t)d) {
             *out = (int64_t)d;
             return LLAVA_OK;
         }
