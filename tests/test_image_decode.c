@@ -209,6 +209,20 @@ static void test_malformed_jpeg(void **state) {
     b = load("derived_flower_progressive.jpg");
     expect_fail(b.p, b.n * 2 / 3, NULL, LLAVA_ERR_FORMAT, "JPEG: truncated", NULL,
                 "JPEG: progressive cut between scans");
+    /* The last scan repeated 250 times (libjpeg only warns about the bogus progression): a
+     * small file that would make the decoder walk the whole image per scan. */
+    size_t last_sos = 0;
+    for (size_t i = 0; i + 1 < b.n; i++)
+        if (b.p[i] == 0xFF && b.p[i + 1] == 0xDA) last_sos = i;
+    size_t scan = b.n - 2 - last_sos, big = b.n + 250 * scan;
+    uint8_t *many = malloc(big);
+    memcpy(many, b.p, b.n - 2);
+    for (int k = 0; k < 250; k++) memcpy(many + b.n - 2 + k * scan, b.p + last_sos, scan);
+    many[big - 2] = 0xFF;
+    many[big - 1] = 0xD9;
+    expect_fail(many, big, NULL, LLAVA_ERR_FORMAT, "JPEG: more than 200 scans", NULL,
+                "JPEG: 260 scans");
+    free(many);
     free(b.p);
 }
 

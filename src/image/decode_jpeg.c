@@ -14,7 +14,7 @@
 
 /* Legitimate progressive files have about ten scans; thousands of tiny scans are a known way to
  * make a small file cost minutes of CPU. */
-#define JPEG_MAX_SCANS 1000
+#define JPEG_MAX_SCANS 200
 
 typedef struct jpeg_ctx {
     struct jpeg_decompress_struct cinfo;
