@@ -22,6 +22,7 @@ static const cli_command commands[] = {
     {"detokenize", cmd_detokenize, "token ids back to text"},
     {"info", cmd_info, "describe a model folder (architecture, sizes, dtypes, tensors, template)"},
     {"preprocess", cmd_preprocess, "decode and preprocess an image to pixel_values (safetensors)"},
+    {"serve", cmd_serve, "HTTP server with OpenAI- and Ollama-compatible APIs"},
     {"bench", cmd_bench, "measure speed (llava bench kernels: products vs machine bounds)"},
 };
 
