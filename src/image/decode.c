@@ -54,7 +54,9 @@ llava_status image_check_limits(const image_limits *lim, const char *format, int
 
 uint8_t *image_alloc_rgb(int width, int height) {
     size_t n = (size_t)width * (size_t)height * 3;
-    return malloc(n + IMAGE_SLACK);
+    uint8_t *p = malloc(n + IMAGE_SLACK);
+    if (p) memset(p + n, 0, IMAGE_SLACK); /* read (times a zero weight) by vector loops */
+    return p;
 }
 
 /* Pillow's transpose methods, by EXIF orientation (ImageOps.exif_transpose's table):
