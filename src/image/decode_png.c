@@ -168,7 +168,9 @@ llava_status image_decode_png(const uint8_t *bytes, size_t len, const image_limi
     } else if (setjmp(ctx->jmp)) {
         if (ctx->in_end) {
             /* Pillow stops reading the chunks after the image data at the first problem and
-             * keeps the image; so do we, with the metadata read so far. */
+             * keeps the image; so do we, with the metadata read so far. (st is assigned again:
+             * locals changed after setjmp are indeterminate after the longjmp.) */
+            st = LLAVA_OK;
             out->orientation = png_orientation(ctx);
         } else {
             free(out->rgb);
