@@ -265,6 +265,14 @@ static void test_malformed_png(void **state) {
     }
     expect_fail(m.p, m.n, NULL, LLAVA_ERR_FORMAT, "PNG: ", NULL, "PNG: corrupt zlib data");
     free(m.p);
+
+    /* Without IEND (cut right after the image data) Pillow keeps the image, and so do we. */
+    image_rgb img;
+    llava_error err;
+    if (image_decode_memory(b.p, b.n - 12, NULL, &img, &err) != LLAVA_OK)
+        fail_msg("PNG without IEND: %s", err.message);
+    assert_int_equal(img.width, 32);
+    image_free(&img);
     free(b.p);
 
     b = load("pngsuite_ibasn2c08.png");
