@@ -226,6 +226,12 @@ def generated_cases():
     info = PngImagePlugin.PngInfo()
     info.add_itxt("XML:com.adobe.xmp", '<x:xmpmeta><rdf:Description tiff:Orientation="8"/></x:xmpmeta>')
     cases.append(("xmp8.png", save("xmp8.png", base, "PNG", pnginfo=info)))
+    for o, compressed in ((3, False), (6, True)):  # ImageMagick's hex "Raw profile type exif"
+        hx = exif_bytes(o).hex()
+        text = "\nexif\n     %d\n%s\n" % (len(hx) // 2, "\n".join(hx[i:i + 72] for i in range(0, len(hx), 72)))
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Raw profile type exif", text, zip=compressed)
+        cases.append((f"rawprofile{o}.png", save(f"rawprofile{o}.png", base, "PNG", pnginfo=info)))
     # colour modes
     cases.append(("cmyk.jpg", save("cmyk.jpg", base.convert("CMYK"), "JPEG", quality=95)))
     cases.append(("gray.jpg", save("gray.jpg", base.convert("L"), "JPEG")))

@@ -46,23 +46,59 @@ static void on_read(png_structp png, png_bytep dst, png_size_t n) {
     ctx->pos += n;
 }
 
-/* EXIF from an eXIf chunk, else Pillow's fallback to the XMP text "XML:com.adobe.xmp". */
+/* The hex dump of an ImageMagick "Raw profile type exif" text: three header lines, then hex
+ * digits (whitespace ignored), as Pillow's getexif reads it. 0 when it is not valid hex. */
+static int raw_profile_orientation(const char *text, size_t len) {
+    size_t i = 0;
+    for (int lines = 0; lines < 3 && i < len; i++)
+        if (text[i] == '\n') lines++;
+    uint8_t *bin = malloc(len / 2 + 1);
+    if (!bin) return 0;
+    size_t n = 0;
+    int hi = -1;
+    for (; i < len; i++) {
+        char c = text[i];
+        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (v < 0) {
+            if (c == '\n' || c == ' ' || c == '\t' || c == '\r') continue;
+            free(bin);
+            return 0; /* Pillow's bytes.fromhex raises */
+        }
+        if (hi < 0) {
+            hi = v;
+        } else {
+            bin[n++] = (uint8_t)(hi << 4 | v);
+            hi = -1;
+        }
+    }
+    int o = hi < 0 ? image_exif_orientation(bin, n) : 0;
+    free(bin);
+    return o;
+}
+
+/* EXIF from an eXIf chunk, else from a "Raw profile type exif" text, else Pillow's fallback to
+ * the XMP text "XML:com.adobe.xmp". */
 static int png_orientation(png_ctx *ctx) {
     png_uint_32 n = 0;
     png_bytep exif = NULL;
-    if (png_get_eXIf_1(ctx->png, ctx->info, &n, &exif) && exif && n) {
-        int o = image_exif_orientation(exif, n);
-        if (o) return o;
-    }
     png_textp text = NULL;
     int nt = 0;
     png_get_text(ctx->png, ctx->info, &text, &nt);
+    int o = 0;
+    if (png_get_eXIf_1(ctx->png, ctx->info, &n, &exif) && exif && n) {
+        o = image_exif_orientation(exif, n);
+    } else {
+        for (int i = 0; i < nt; i++)
+            if (text[i].key && !strcmp(text[i].key, "Raw profile type exif") && text[i].text) {
+                o = raw_profile_orientation(text[i].text, strlen(text[i].text));
+                break;
+            }
+    }
+    if (o) return o;
     for (int i = 0; i < nt; i++)
-        if (text[i].key && !strcmp(text[i].key, "XML:com.adobe.xmp") && text[i].text) {
-            size_t tl = text[i].compression >= PNG_ITXT_COMPRESSION_NONE ? text[i].itxt_length
-                                                                         : text[i].text_length;
-            return image_xmp_orientation(text[i].text, tl);
-        }
+        if (text[i].key && !strcmp(text[i].key, "XML:com.adobe.xmp") && text[i].text)
+            return image_xmp_orientation(text[i].text, strlen(text[i].text));
     return 0;
 }
 
