@@ -25,6 +25,8 @@ llava_status llava_engine_run(llava_engine *e, const llava_request *req, llava_t
     memset(&res, 0, sizeof res);
     llava_request_id id;
     llava_status st = llava_engine_submit(e, req, &id, err);
+    /* a failed load says what is wrong itself, whether the request came before it or after */
+    if (st == LLAVA_ERR_STATE && llava_engine_state(e, err) == LLAVA_LOAD_FAILED) return err->code;
     if (st != LLAVA_OK) return st;
     bool stopped = false;
     llava_event ev[BATCH];

@@ -93,6 +93,8 @@ void eng_finish_locked(llava_engine *e, eng_request *r, llava_event *ev) {
 /* Ends a request that sits in a queue (cancel, abort) with CANCELLED. */
 static void cancel_queued_locked(llava_engine *e, eng_request *r) {
     queue_remove(r->stage == STAGE_WAIT_PREP ? &e->prep_q : &e->run_q, r);
+    /* a prepared request less: the pool, held back by its prepare-ahead limit, may go on */
+    if (r->stage == STAGE_WAIT_RUN && e->prep_q.n > 0) pthread_cond_signal(&e->pool_cv);
     llava_event ev = {.kind = LLAVA_EVENT_CANCELLED};
     eng_finish_locked(e, r, &ev);
 }
