@@ -18,6 +18,8 @@ int cmd_run(int argc, char **argv);
 int cmd_dump(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
+/* `llava bench -m DIR ...` (bench_model.c): the whole model against its hardware floors. */
+int bench_model(int argc, char **argv);
 
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

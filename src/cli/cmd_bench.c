@@ -216,6 +216,8 @@ static const bench_mode modes[] = {
 };
 
 int cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && argv[1][0] == '-' && strcmp(argv[1], "-h") && strcmp(argv[1], "--help"))
+        return bench_model(argc, argv); /* llava bench -m DIR ... (bench_model.c) */
     if (argc >= 2)
         for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
             if (!strcmp(argv[1], modes[i].name)) return modes[i].run(argc - 1, argv + 1);
