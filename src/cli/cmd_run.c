@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli/cli.h"
 #include "model/model.h"
@@ -216,14 +217,16 @@ int cmd_run(int argc, char **argv) {
     }
     if (rc == 0) {
         double tps = res.decode_ms > 0 ? 1000.0 * res.completion_tokens / res.decode_ms : 0;
+        struct rusage ru;
+        double peak_mib = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
         if (json) {
             json_t *o = json_pack(
-                "{s:s%, s:O, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f, s:f, s:f}}", "text",
+                "{s:s%, s:O, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f, s:f, s:f, s:f}}", "text",
                 out.text ? out.text : "", out.len, "token_ids", out.ids, "finish_reason",
                 finish_name(res.finish_reason), "usage", "prompt_tokens", res.prompt_tokens,
                 "completion_tokens", res.completion_tokens, "timings", "image_ms", res.image_ms,
                 "prefill_ms", res.prefill_ms, "decode_ms", res.decode_ms, "first_token_ms",
-                res.first_token_ms, "decode_tokens_per_s", tps);
+                res.first_token_ms, "decode_tokens_per_s", tps, "peak_rss_mib", peak_mib);
             char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
             if (s) printf("%s\n", s);
             else rc = cli_fail("could not format the JSON output");
@@ -233,9 +236,11 @@ int cmd_run(int argc, char **argv) {
             printf("\n");
             fprintf(stderr,
                     "llava: %d prompt positions (image %.1f ms, prefill %.1f ms), %d tokens in "
-                    "%.1f ms (%.2f tokens/s), first token after %.1f ms, finish: %s\n",
+                    "%.1f ms (%.2f tokens/s), first token after %.1f ms, peak RSS %.0f MiB, "
+                    "finish: %s\n",
                     res.prompt_tokens, res.image_ms, res.prefill_ms, res.completion_tokens,
-                    res.decode_ms, tps, res.first_token_ms, finish_name(res.finish_reason));
+                    res.decode_ms, tps, res.first_token_ms, peak_mib,
+                    finish_name(res.finish_reason));
         }
     }
     json_decref(out.ids);

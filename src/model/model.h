@@ -180,7 +180,8 @@ typedef struct llava_trace {
 int llava_model_feature_rows(const llava_model *m);
 
 /* Runs the vision tower, projector, merge and the decoder over the prompt, filling the trace.
- * Leaves the session's cache holding the prompt. */
+ * Leaves the session's cache holding the prompt. Returns LLAVA_ERR_CANCELLED when cb->cancelled
+ * says so (cb may be NULL). */
 llava_status llava_evaluate_prompt(llava_session *s, const llava_prepared *p, llava_trace *trace,
                                    const llava_callbacks *cb, llava_error *err);
 
