@@ -158,15 +158,20 @@ int32_t sampler_sample(sampler *s, float *logits) {
             select_top(s->cand, n, p->top_k);
             n = p->top_k;
         }
-        qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
-        /* softmax over the survivors, in place of the logits (cand[0] is the maximum) */
-        double sum = 0.0, mx = s->cand[0].logit;
+        /* only top-p needs the survivors in order; the rest works on them unordered */
+        bool top_p = p->top_p > 0.0f && p->top_p < 1.0f;
+        if (top_p) qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
+        float mx = s->cand[0].logit;
+        for (int i = 1; i < n; i++)
+            if (s->cand[i].logit > mx) mx = s->cand[i].logit;
+        /* softmax over the survivors, in place of the logits */
+        double sum = 0.0;
         for (int i = 0; i < n; i++) {
             s->cand[i].logit = (float)exp((double)s->cand[i].logit - mx);
             sum += s->cand[i].logit;
         }
         for (int i = 0; i < n; i++) s->cand[i].logit = (float)(s->cand[i].logit / sum);
-        if (p->top_p > 0.0f && p->top_p < 1.0f) { /* smallest prefix with mass >= top_p */
+        if (top_p) { /* smallest prefix with mass >= top_p */
             double cum = 0.0;
             int keep = n;
             for (int i = 0; i < n; i++) {
@@ -178,10 +183,14 @@ int32_t sampler_sample(sampler *s, float *logits) {
             }
             n = keep;
         }
-        if (p->min_p > 0.0f) {
-            float floor_p = p->min_p * s->cand[0].logit;
-            int keep = 1;
-            while (keep < n && s->cand[keep].logit >= floor_p) keep++;
+        if (p->min_p > 0.0f) { /* keep p >= min_p * p_max, in their order */
+            float pmax = 0.0f;
+            for (int i = 0; i < n; i++)
+                if (s->cand[i].logit > pmax) pmax = s->cand[i].logit;
+            float floor_p = p->min_p * pmax;
+            int keep = 0;
+            for (int i = 0; i < n; i++)
+                if (s->cand[i].logit >= floor_p) s->cand[keep++] = s->cand[i];
             n = keep;
         }
         double total = 0.0;
