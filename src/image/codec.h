@@ -29,6 +29,22 @@ llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limi
 llava_status image_decode_bmp(const uint8_t *bytes, size_t len, const image_limits *lim,
                               image_decoded *out, llava_error *err);
 
+/* Rows as the JPEG decoder produces them, for pipelines that never need the whole image.
+ * begin() learns the size and the EXIF orientation from the header and sets *take to receive
+ * the rows (else nothing more is decoded); rows() then gets every row in order, in batches of
+ * up to 16 (rgb holds n rows of width * 3 bytes; vector loads may read up to `end`). */
+typedef struct image_row_sink {
+    llava_status (*begin)(void *user, int width, int height, int orientation, bool *take,
+                          llava_error *err);
+    void (*rows)(void *user, const uint8_t *rgb, const uint8_t *end, int y, int n);
+    void *user;
+} image_row_sink;
+
+/* *streamed tells whether the sink took the rows (on success). */
+llava_status image_decode_jpeg_stream(const uint8_t *bytes, size_t len, const image_limits *lim,
+                                      const image_row_sink *sink, int *streamed,
+                                      llava_error *err);
+
 /* LLAVA_ERR_FORMAT for a zero size, LLAVA_ERR_LIMIT past lim; messages start with `format`. */
 llava_status image_check_limits(const image_limits *lim, const char *format, int64_t width,
                                 int64_t height, llava_error *err);

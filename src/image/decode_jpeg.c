@@ -74,8 +74,13 @@ static int exif_orientation(struct jpeg_decompress_struct *cinfo) {
     return 0;
 }
 
+#define JPEG_BATCH 16 /* rows per jpeg_read_scanlines call (an MCU row is 8 or 16) */
+
+/* Decodes into ctx->rgb (whole image), or, with a sink that takes them, through a buffer of
+ * JPEG_BATCH rows handed to the sink (out then stays empty). */
 static llava_status decode(jpeg_ctx *ctx, const uint8_t *bytes, size_t len,
-                           const image_limits *lim, image_decoded *out, llava_error *err) {
+                           const image_limits *lim, const image_row_sink *sink, int *streamed,
+                           image_decoded *out, llava_error *err) {
     struct jpeg_decompress_struct *cinfo = &ctx->cinfo;
     jpeg_mem_src(cinfo, bytes, (unsigned long)len);
     jpeg_save_markers(cinfo, JPEG_APP0 + 1, 0xFFFF);
@@ -92,33 +97,45 @@ static llava_status decode(jpeg_ctx *ctx, const uint8_t *bytes, size_t len,
     else
         return llava_error_set(err, LLAVA_ERR_UNSUPPORTED,
                                "JPEG: cannot handle %d-component images", comps);
+    out->orientation = exif_orientation(cinfo);
+    if (sink) {
+        bool take = false;
+        st = sink->begin(sink->user, (int)cinfo->image_width, (int)cinfo->image_height,
+                         out->orientation, &take, err);
+        if (st != LLAVA_OK || !take) return st;
+        *streamed = 1;
+    }
     jpeg_start_decompress(cinfo);
     int w = (int)cinfo->output_width, h = (int)cinfo->output_height;
-    ctx->rgb = image_alloc_rgb(w, h);
+    size_t stride = (size_t)w * 3;
+    uint8_t *base = ctx->rgb = image_alloc_rgb(w, sink ? JPEG_BATCH : h);
     if (comps == 4) ctx->row = malloc((size_t)w * 4);
     if (!ctx->rgb || (comps == 4 && !ctx->row))
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "JPEG: out of memory for %dx%d pixels", w,
                                h);
-    /* Rows straight into the output, several per call (libjpeg decodes an MCU row at a time);
-     * CMYK goes through one row buffer at a time. */
+    const uint8_t *end = base + stride * (sink ? JPEG_BATCH : h);
+    /* Several rows per call; CMYK goes through one row buffer at a time. */
     while (cinfo->output_scanline < cinfo->output_height) {
         JDIMENSION y = cinfo->output_scanline;
-        JSAMPROW rows[16];
+        uint8_t *dst = sink ? base : base + (size_t)y * stride;
+        JSAMPROW rows[JPEG_BATCH];
         int n = 1;
         if (comps == 4) {
             rows[0] = ctx->row;
         } else {
-            n = (int)(cinfo->output_height - y < 16 ? cinfo->output_height - y : 16);
-            for (int i = 0; i < n; i++) rows[i] = ctx->rgb + (size_t)(y + i) * w * 3;
+            JDIMENSION left = cinfo->output_height - y;
+            n = (int)(left < JPEG_BATCH ? left : JPEG_BATCH);
+            for (int i = 0; i < n; i++) rows[i] = dst + (size_t)i * stride;
         }
         JDIMENSION got = jpeg_read_scanlines(cinfo, rows, (JDIMENSION)n);
         if (got == 0)
             return llava_error_set(err, LLAVA_ERR_FORMAT, "JPEG: decoding stopped at row %u", y);
-        if (comps == 4) cmyk_row_to_rgb(ctx->row, ctx->rgb + (size_t)y * w * 3, w);
+        if (comps == 4) cmyk_row_to_rgb(ctx->row, dst, w);
+        if (sink) sink->rows(sink->user, base, end, (int)y, (int)got);
     }
-    out->orientation = exif_orientation(cinfo);
     /* Trailing data after the last row is not read: Pillow does not read it either. */
     jpeg_abort_decompress(cinfo);
+    if (sink) return LLAVA_OK; /* ctx->rgb, the batch buffer, is freed with the context */
     out->width = w;
     out->height = h;
     out->rgb = ctx->rgb;
@@ -126,8 +143,9 @@ static llava_status decode(jpeg_ctx *ctx, const uint8_t *bytes, size_t len,
     return LLAVA_OK;
 }
 
-llava_status image_decode_jpeg(const uint8_t *bytes, size_t len, const image_limits *lim,
-                               image_decoded *out, llava_error *err) {
+static llava_status run(const uint8_t *bytes, size_t len, const image_limits *lim,
+                        const image_row_sink *sink, int *streamed, image_decoded *out,
+                        llava_error *err) {
     memset(out, 0, sizeof *out);
     jpeg_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "JPEG: out of memory");
@@ -143,11 +161,27 @@ llava_status image_decode_jpeg(const uint8_t *bytes, size_t len, const image_lim
         ctx->started = 1;
         ctx->progress.progress_monitor = on_progress;
         ctx->cinfo.progress = &ctx->progress;
-        st = decode(ctx, bytes, len, lim, out, err);
+        st = decode(ctx, bytes, len, lim, sink, streamed, out, err);
     }
     if (ctx->started) jpeg_destroy_decompress(&ctx->cinfo);
     free(ctx->rgb);
     free(ctx->row);
     free(ctx);
+    return st;
+}
+
+llava_status image_decode_jpeg_stream(const uint8_t *bytes, size_t len, const image_limits *lim,
+                                      const image_row_sink *sink, int *streamed,
+                                      llava_error *err) {
+    image_decoded unused;
+    *streamed = 0;
+    return run(bytes, len, lim, sink, streamed, &unused, err);
+}
+
+llava_status image_decode_jpeg(const uint8_t *bytes, size_t len, const image_limits *lim,
+                               image_decoded *out, llava_error *err) {
+    int streamed = 0;
+    llava_status st = run(bytes, len, lim, NULL, &streamed, out, err);
+    if (st != LLAVA_OK) memset(out, 0, sizeof *out);
     return st;
 }

@@ -85,6 +85,14 @@ llava_status image_preprocess(const uint8_t *rgb, int width, int height,
                               const hf_preprocess_config *cfg, float *out, size_t out_cap,
                               int *out_height, int *out_width, llava_error *err);
 
+/* image_decode_memory + image_preprocess in one call, with the same result, for bytes from
+ * outside. JPEGs that need no rotation are resized as they are decoded (rows go through the
+ * horizontal pass straight from the decoder), so the full-size image is never held: less
+ * memory and time for large photos. limits NULL = defaults. */
+llava_status image_decode_preprocess(const void *bytes, size_t len, const image_limits *limits,
+                                     const hf_preprocess_config *cfg, float *out, size_t out_cap,
+                                     int *out_height, int *out_width, llava_error *err);
+
 /* Pillow's Image.resize(size, resample) of an RGB8 image (resample: 0 nearest, 1 lanczos,
  * 2 bilinear, 3 bicubic, 4 box, 5 hamming), bit-exact with Pillow 9.4's 8-bit fixed-point path. */
 llava_status image_resize(const uint8_t *rgb, int width, int height, int new_width,

@@ -6,17 +6,11 @@
 #include <string.h>
 
 #include "image/codec.h"
+#include "image/plan.h"
 #include "image/resample.h"
 
-typedef struct plan {
-    int pad_size;          /* side of the padded square; 0 = no padding */
-    int rw, rh;            /* size after resize (= input or padded size without resize) */
-    int out_w, out_h;      /* after the crop */
-    int crop_x, crop_y;    /* where the output's (0, 0) falls in the resized image; may be < 0 */
-} plan;
-
-static llava_status make_plan(const hf_preprocess_config *cfg, int width, int height, plan *p,
-                              llava_error *err) {
+llava_status image_plan_make(const hf_preprocess_config *cfg, int width, int height,
+                             image_plan *p, llava_error *err) {
     memset(p, 0, sizeof *p);
     if (width <= 0 || height <= 0)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "preprocess: invalid image size "
@@ -77,13 +71,17 @@ static llava_status make_plan(const hf_preprocess_config *cfg, int width, int he
     if ((int64_t)p->out_w * p->out_h > ((int64_t)64 << 20))
         return llava_error_set(err, LLAVA_ERR_LIMIT, "preprocess: output of %dx%d pixels is too "
                                "large", p->out_w, p->out_h);
+    p->x0 = p->crop_x < 0 ? -p->crop_x : 0;
+    p->y0 = p->crop_y < 0 ? -p->crop_y : 0;
+    p->x1 = p->rw - p->crop_x < p->out_w ? p->rw - p->crop_x : p->out_w;
+    p->y1 = p->rh - p->crop_y < p->out_h ? p->rh - p->crop_y : p->out_h;
     return LLAVA_OK;
 }
 
 llava_status image_preprocess_size(const hf_preprocess_config *cfg, int width, int height,
                                    int *out_height, int *out_width, llava_error *err) {
-    plan p;
-    llava_status st = make_plan(cfg, width, height, &p, err);
+    image_plan p;
+    llava_status st = image_plan_make(cfg, width, height, &p, err);
     if (st != LLAVA_OK) return st;
     *out_height = p.out_h;
     *out_width = p.out_w;
@@ -115,8 +113,8 @@ llava_status image_preprocess_u8(const uint8_t *rgb, int width, int height,
     memset(out, 0, sizeof *out);
     if (!rgb || !cfg)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "preprocess: no image or config");
-    plan p;
-    llava_status st = make_plan(cfg, width, height, &p, err);
+    image_plan p;
+    llava_status st = image_plan_make(cfg, width, height, &p, err);
     if (st != LLAVA_OK) return st;
     uint8_t *padded = NULL;
     const uint8_t *src = rgb;
@@ -133,14 +131,10 @@ llava_status image_preprocess_u8(const uint8_t *rgb, int width, int height,
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "preprocess: out of memory");
     }
     size_t stride = (size_t)p.out_w * 3;
-    /* The part of the output the resized image covers; the rest is the crop's zero fill. */
-    int x0 = p.crop_x < 0 ? -p.crop_x : 0, y0 = p.crop_y < 0 ? -p.crop_y : 0;
-    int x1 = p.rw - p.crop_x < p.out_w ? p.rw - p.crop_x : p.out_w;
-    int y1 = p.rh - p.crop_y < p.out_h ? p.rh - p.crop_y : p.out_h;
-    if (x0 > 0 || y0 > 0 || x1 < p.out_w || y1 < p.out_h) memset(dst, 0, stride * p.out_h);
+    if (p.x0 > 0 || p.y0 > 0 || p.x1 < p.out_w || p.y1 < p.out_h) memset(dst, 0, stride * p.out_h);
     st = resample_region(src, sw, sh, p.rw, p.rh, cfg->do_resize ? cfg->resample : 0,
-                         p.crop_x + x0, p.crop_y + y0, x1 - x0, y1 - y0,
-                         dst + (size_t)y0 * stride + (size_t)x0 * 3, stride, err);
+                         p.crop_x + p.x0, p.crop_y + p.y0, p.x1 - p.x0, p.y1 - p.y0,
+                         dst + (size_t)p.y0 * stride + (size_t)p.x0 * 3, stride, err);
     free(padded);
     if (st != LLAVA_OK) {
         free(dst);
@@ -151,6 +145,26 @@ llava_status image_preprocess_u8(const uint8_t *rgb, int width, int height,
     out->rgb = dst;
     out->orientation = 1;
     return LLAVA_OK;
+}
+
+void image_normalize_chw(const uint8_t *rgb, size_t n, const hf_preprocess_config *cfg,
+                         float *out) {
+    /* rescale: float32(double(u8) * factor); normalize: (x - mean) / std in float32. Both
+     * depend on the byte alone, so a table per channel holds every possible value. */
+    float table[3][256];
+    for (int c = 0; c < 3; c++) {
+        float mean = cfg->image_mean[c], std = cfg->image_std[c];
+        for (int v = 0; v < 256; v++) {
+            float x = cfg->do_rescale ? (float)((double)v * cfg->rescale_factor) : (float)v;
+            if (cfg->do_normalize) x = (x - mean) / std;
+            table[c][v] = x;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        out[i] = table[0][rgb[3 * i]];
+        out[n + i] = table[1][rgb[3 * i + 1]];
+        out[2 * n + i] = table[2][rgb[3 * i + 2]];
+    }
 }
 
 llava_status image_preprocess(const uint8_t *rgb, int width, int height,
@@ -167,22 +181,7 @@ llava_status image_preprocess(const uint8_t *rgb, int width, int height,
     image_rgb u8;
     st = image_preprocess_u8(rgb, width, height, cfg, &u8, err);
     if (st != LLAVA_OK) return st;
-    /* rescale: float32(double(u8) * factor); normalize: (x - mean) / std in float32. Both
-     * depend on the byte alone, so a table per channel holds every possible value. */
-    float table[3][256];
-    for (int c = 0; c < 3; c++) {
-        float mean = cfg->image_mean[c], std = cfg->image_std[c];
-        for (int v = 0; v < 256; v++) {
-            float x = cfg->do_rescale ? (float)((double)v * cfg->rescale_factor) : (float)v;
-            if (cfg->do_normalize) x = (x - mean) / std;
-            table[c][v] = x;
-        }
-    }
-    for (size_t i = 0; i < plane; i++) {
-        out[i] = table[0][u8.rgb[3 * i]];
-        out[plane + i] = table[1][u8.rgb[3 * i + 1]];
-        out[2 * plane + i] = table[2][u8.rgb[3 * i + 2]];
-    }
+    image_normalize_chw(u8.rgb, plane, cfg, out);
     image_free(&u8);
     if (out_height) *out_height = oh;
     if (out_width) *out_width = ow;

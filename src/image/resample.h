@@ -21,6 +21,7 @@ typedef struct resample_coeffs {
     int *first;  /* [out_size] */
     int *count;  /* [out_size] */
     int32_t *kk; /* [out_size][ksize] */
+    int16_t *kc; /* kk rearranged for resample_h_avx2 (resample_h_avx2_prepare), or NULL */
 } resample_coeffs;
 
 /* One horizontal pass over rows [y0, y1) of src (src_w pixels wide, rows of src_stride bytes)
@@ -41,6 +42,9 @@ void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t *src_e
                      int y1, const resample_coeffs *c, uint8_t *dst, size_t dst_stride);
 void resample_v_avx2(const uint8_t *src, size_t src_stride, int width_bytes,
                      const resample_coeffs *c, uint8_t *dst, size_t dst_stride);
+/* Builds c->kc once, for coefficients used over many calls (else each call builds its own);
+ * returns 0, or -1 when out of memory (calls then fall back to building their own). */
+int resample_h_avx2_prepare(resample_coeffs *c);
 
 /* Outputs [rx, rx + rw) x [ry, ry + rh) of Pillow's resize of rgb (width x height) to
  * new_width x new_height with filter `resample` (Pillow codes 0..5), written to dst rows of
@@ -49,6 +53,30 @@ void resample_v_avx2(const uint8_t *src, size_t src_stride, int width_bytes,
 llava_status resample_region(const uint8_t *rgb, int width, int height, int new_width,
                              int new_height, int resample, int rx, int ry, int rw, int rh,
                              uint8_t *dst, size_t dst_stride, llava_error *err);
+
+/* Pillow's two passes fed with source rows as they arrive (from a decoder), for a resize that
+ * changes both width and height with a convolution filter (resample 1..5): only the window
+ * [rx, rx + rw) x [ry, ry + rh) of the resized image is computed, and only the horizontal results
+ * of the source rows [y_first, y_last) that the vertical pass reads are kept. */
+typedef struct resample_stream {
+    resample_coeffs ch, cv;  /* window coefficients; cv.first relative to y_first */
+    int src_w, y_first, y_last;
+    uint8_t *tmp;            /* [y_last - y_first][rw * 3]: horizontal pass results */
+    size_t tmp_stride;
+    resample_h_fn hpass;
+    resample_v_fn vpass;
+} resample_stream;
+
+llava_status resample_stream_init(resample_stream *s, int width, int height, int new_width,
+                                  int new_height, int resample, int rx, int ry, int rw, int rh,
+                                  llava_error *err);
+/* Source rows [y, y + n) at rows (stride width * 3; reads stop before end). Rows may come in any
+ * batches, in order; those outside [y_first, y_last) are ignored. */
+void resample_stream_rows(resample_stream *s, const uint8_t *rows, const uint8_t *end, int y,
+                          int n);
+/* The vertical pass, once every row in [y_first, y_last) has been given: rh rows of rw pixels. */
+void resample_stream_finish(resample_stream *s, uint8_t *dst, size_t dst_stride);
+void resample_stream_free(resample_stream *s);
 
 /* Pillow's clip8: the fixed-point sum back to a byte. */
 static inline uint8_t resample_clip8(int32_t v) {

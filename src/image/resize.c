@@ -70,6 +70,7 @@ static void coeffs_free(resample_coeffs *c) {
     free(c->first);
     free(c->count);
     free(c->kk);
+    free(c->kc);
     memset(c, 0, sizeof *c);
 }
 
@@ -225,43 +226,84 @@ llava_status resample_region(const uint8_t *rgb, int width, int height, int new_
     if (resample == 0)
         return region_nearest(rgb, width, height, new_width, new_height, rx, ry, rw, rh, dst,
                               dst_stride, err);
+    if (need_h && need_v) { /* the two-pass case, through the row stream */
+        resample_stream rs;
+        llava_status st = resample_stream_init(&rs, width, height, new_width, new_height,
+                                               resample, rx, ry, rw, rh, err);
+        if (st != LLAVA_OK) return st;
+        resample_stream_rows(&rs, rgb, in_end, 0, height);
+        resample_stream_finish(&rs, dst, dst_stride);
+        resample_stream_free(&rs);
+        return LLAVA_OK;
+    }
     int avx2 = have_avx2();
-    resample_h_fn hpass = avx2 ? resample_h_avx2 : resample_h_scalar;
-    resample_v_fn vpass = avx2 ? resample_v_avx2 : resample_v_scalar;
+    resample_coeffs c = {0};
+    llava_status st;
+    if (need_h) {
+        st = coeffs_make(width, new_width, rx, rw, &filters[resample], &c, err);
+        if (st != LLAVA_OK) return st;
+        (avx2 ? resample_h_avx2 : resample_h_scalar)(rgb, in_stride, in_end, ry, ry + rh, &c, dst,
+                                                     dst_stride);
+    } else {
+        st = coeffs_make(height, new_height, ry, rh, &filters[resample], &c, err);
+        if (st != LLAVA_OK) return st;
+        (avx2 ? resample_v_avx2 : resample_v_scalar)(rgb + (size_t)rx * 3, in_stride, rw * 3, &c,
+                                                     dst, dst_stride);
+    }
+    coeffs_free(&c);
+    return LLAVA_OK;
+}
 
-    resample_coeffs ch = {0}, cv = {0};
-    llava_status st = LLAVA_OK;
-    if (need_h) st = coeffs_make(width, new_width, rx, rw, &filters[resample], &ch, err);
-    if (st == LLAVA_OK && need_v)
-        st = coeffs_make(height, new_height, ry, rh, &filters[resample], &cv, err);
-    uint8_t *tmp = NULL;
-    if (st != LLAVA_OK) goto done;
-    if (!need_v) {
-        hpass(rgb, in_stride, in_end, ry, ry + rh, &ch, dst, dst_stride);
-        goto done;
+/* ---- the two passes fed row by row ---- */
+
+llava_status resample_stream_init(resample_stream *s, int width, int height, int new_width,
+                                  int new_height, int resample, int rx, int ry, int rw, int rh,
+                                  llava_error *err) {
+    memset(s, 0, sizeof *s);
+    if (resample < 1 || resample > 5)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "resize: filter %d cannot stream",
+                               resample);
+    int avx2 = have_avx2();
+    s->hpass = avx2 ? resample_h_avx2 : resample_h_scalar;
+    s->vpass = avx2 ? resample_v_avx2 : resample_v_scalar;
+    s->src_w = width;
+    llava_status st = coeffs_make(width, new_width, rx, rw, &filters[resample], &s->ch, err);
+    if (st == LLAVA_OK)
+        st = coeffs_make(height, new_height, ry, rh, &filters[resample], &s->cv, err);
+    if (st != LLAVA_OK) {
+        resample_stream_free(s);
+        return st;
     }
-    if (!need_h) {
-        vpass(rgb + (size_t)rx * 3, in_stride, rw * 3, &cv, dst, dst_stride);
-        goto done;
+    if (avx2) resample_h_avx2_prepare(&s->ch); /* once, not per batch of rows */
+    s->y_first = s->cv.first[0];
+    s->y_last = s->cv.first[rh - 1] + s->cv.count[rh - 1];
+    for (int i = 0; i < rh; i++) s->cv.first[i] -= s->y_first;
+    s->tmp_stride = (size_t)rw * 3;
+    s->tmp = image_alloc_rgb(rw, s->y_last - s->y_first);
+    if (!s->tmp) {
+        resample_stream_free(s);
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "resize: out of memory");
     }
-    /* Only the source rows the vertical pass reads go through the horizontal pass
-     * (ImagingResampleInner's ybox_first..ybox_last). */
-    int y_first = cv.first[0];
-    int y_last = cv.first[rh - 1] + cv.count[rh - 1];
-    size_t tmp_stride = (size_t)rw * 3;
-    tmp = image_alloc_rgb(rw, y_last - y_first);
-    if (!tmp) {
-        st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "resize: out of memory");
-        goto done;
-    }
-    hpass(rgb, in_stride, in_end, y_first, y_last, &ch, tmp, tmp_stride);
-    for (int i = 0; i < rh; i++) cv.first[i] -= y_first;
-    vpass(tmp, tmp_stride, rw * 3, &cv, dst, dst_stride);
-done:
-    free(tmp);
-    coeffs_free(&ch);
-    coeffs_free(&cv);
-    return st;
+    return LLAVA_OK;
+}
+
+void resample_stream_rows(resample_stream *s, const uint8_t *rows, const uint8_t *end, int y,
+                          int n) {
+    int a = y > s->y_first ? y : s->y_first, b = y + n < s->y_last ? y + n : s->y_last;
+    if (a >= b) return;
+    s->hpass(rows, (size_t)s->src_w * 3, end, a - y, b - y, &s->ch,
+             s->tmp + (size_t)(a - s->y_first) * s->tmp_stride, s->tmp_stride);
+}
+
+void resample_stream_finish(resample_stream *s, uint8_t *dst, size_t dst_stride) {
+    s->vpass(s->tmp, s->tmp_stride, (int)s->tmp_stride, &s->cv, dst, dst_stride);
+}
+
+void resample_stream_free(resample_stream *s) {
+    coeffs_free(&s->ch);
+    coeffs_free(&s->cv);
+    free(s->tmp);
+    s->tmp = NULL;
 }
 
 llava_status image_resize(const uint8_t *rgb, int width, int height, int new_width,

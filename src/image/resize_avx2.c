@@ -46,17 +46,11 @@ TARGET static inline void h_pixel(const uint8_t *p, const int16_t *kc, int group
     out[2] = (uint8_t)(v >> 16);
 }
 
-TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t *src_end,
-                            int y0, int y1, const resample_coeffs *c, uint8_t *dst,
-                            size_t dst_stride) {
-    const int out_w = c->out_size;
+static int16_t *build_kc(const resample_coeffs *c) {
     const int max_groups = (c->ksize + TAPS_PER_GROUP - 1) / TAPS_PER_GROUP;
-    int16_t *kc = calloc((size_t)out_w * max_groups * GROUP_INT16, sizeof *kc);
-    if (!kc) { /* no room for the rearranged table: the scalar pass gives the same bytes */
-        resample_h_scalar(src, src_stride, src_end, y0, y1, c, dst, dst_stride);
-        return;
-    }
-    for (int xx = 0; xx < out_w; xx++) {
+    int16_t *kc = calloc((size_t)c->out_size * max_groups * GROUP_INT16, sizeof *kc);
+    if (!kc) return NULL;
+    for (int xx = 0; xx < c->out_size; xx++) {
         const int32_t *k = c->kk + (size_t)xx * c->ksize;
         int16_t *row = kc + (size_t)xx * max_groups * GROUP_INT16;
         for (int j = 0; j < c->count[xx]; j++) {
@@ -68,6 +62,25 @@ TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t
                 g[16 + slot + 2 * ch] = l;
             }
         }
+    }
+    return kc;
+}
+
+int resample_h_avx2_prepare(resample_coeffs *c) {
+    if (!c->kc) c->kc = build_kc(c);
+    return c->kc ? 0 : -1;
+}
+
+TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t *src_end,
+                            int y0, int y1, const resample_coeffs *c, uint8_t *dst,
+                            size_t dst_stride) {
+    const int out_w = c->out_size;
+    const int max_groups = (c->ksize + TAPS_PER_GROUP - 1) / TAPS_PER_GROUP;
+    int16_t *own = c->kc ? NULL : build_kc(c);
+    const int16_t *kc = c->kc ? c->kc : own;
+    if (!kc) { /* no room for the rearranged table: the scalar pass gives the same bytes */
+        resample_h_scalar(src, src_stride, src_end, y0, y1, c, dst, dst_stride);
+        return;
     }
     const int32_t half = 1 << (RESAMPLE_PRECISION_BITS - 1);
     for (int y = y0; y < y1; y++) {
@@ -94,7 +107,7 @@ TARGET void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t
             out[3 * xx + 2] = resample_clip8(s2);
         }
     }
-    free(kc);
+    free(own);
 }
 
 TARGET void resample_v_avx2(const uint8_t *src, size_t src_stride, int width_bytes,
@@ -136,6 +149,11 @@ TARGET void resample_v_avx2(const uint8_t *src, size_t src_stride, int width_byt
 }
 
 #else
+
+int resample_h_avx2_prepare(resample_coeffs *c) {
+    (void)c;
+    return 0;
+}
 
 void resample_h_avx2(const uint8_t *src, size_t src_stride, const uint8_t *src_end, int y0,
                      int y1, const resample_coeffs *c, uint8_t *dst, size_t dst_stride) {
