@@ -324,6 +324,20 @@ static char *make_mix(const json_t *root, size_t *len) {
     return buf;
 }
 
+/* The mix without spaces, tabs, CR and LF, cut after the first whole character that reaches
+ * want bytes (in place; returns the new length). */
+static size_t make_nospace(char *s, size_t len, size_t want) {
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') s[n++] = s[i];
+    size_t k = 0;
+    while (k < n && k < want) {
+        unsigned char c = (unsigned char)s[k];
+        k += c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    }
+    return k;
+}
+
 /* Text that cannot round-trip through the legacy normalizer: an added token's content (the
  * piece after it gets its own prefix space), or the metaspace itself (it decodes to a space). */
 static int lossy_text(const char *s, size_t len) {
@@ -403,6 +417,24 @@ static void run_variant(const json_t *root, const char *variant) {
         tokenizer_text_free(&t);
     }
     assert_true(decode_check(tok, "mix", ids.ids, ids.n, 0, NULL, 0));
+    tokenizer_ids_free(&ids);
+
+    /* The same without spaces: long words, cut only where no merge can reach across. */
+    const json_t *ns = json_object_get(mix, "nospace");
+    len = make_nospace(text, len, (size_t)json_number_value(json_object_get(root, "nospace_bytes")));
+    assert_int_equal(len, (size_t)json_number_value(json_object_get(ns, "text_bytes")));
+    assert_int_equal(fnv_bytes(text, len), (uint32_t)json_number_value(json_object_get(ns, "text_fnv1a32")));
+    assert_int_equal(tokenizer_encode(tok, text, len, 0, &ids, &err), LLAVA_OK);
+    nfirst = json_ids(json_object_get(ns, "first_ids"), &first);
+    if (ids.n != (size_t)json_number_value(json_object_get(ns, "count")) ||
+        fnv_ids(ids.ids, ids.n) != (uint32_t)json_number_value(json_object_get(ns, "ids_fnv1a32"))) {
+        fprintf(stderr, "NOSPACE MISMATCH %s: %zu ids (want %.0f)\n", variant, ids.n,
+                json_number_value(json_object_get(ns, "count")));
+        print_ids("want first", first, nfirst);
+        print_ids("got first ", ids.ids, ids.n);
+        fail();
+    }
+    free(first);
     tokenizer_ids_free(&ids);
     free(text);
     tokenizer_free(tok);

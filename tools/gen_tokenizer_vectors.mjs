@@ -116,6 +116,15 @@ function random_mix(seed, bytes) {
   return parts.join("");
 }
 
+// The mix without spaces, tabs, CR or LF, cut after the first whole character that reaches
+// nospace_bytes of UTF-8: long runs with no metaspace, where BPE sees very long words.
+function nospace_text(mix, bytes) {
+  const chars = [...mix.replace(/[ \t\n\r]/g, "")];
+  let n = 0, k = 0;
+  while (k < chars.length && n < bytes) n += utf8.encode(chars[k++]).length;
+  return chars.slice(0, k).join("");
+}
+
 // FNV-1a 32 over the ids as little-endian 32-bit words.
 function fnv_ids(ids) {
   let h = 0x811c9dc5;
@@ -207,10 +216,13 @@ const out = {
   seed: 20240611,
   mix_seed: 12345,
   mix_bytes: 1048576,
+  nospace_bytes: 262144,
   mix_generator:
     "xorshift32 (x ^= x << 13; x ^= x >> 17; x ^= x << 5) from mix_seed; per piece: if " +
     "next() % 8 == 0, a code point lo + next() % (hi - lo + 1) of ranges[next() % len], else " +
-    "pieces[next() % len]; pieces appended until at least mix_bytes of UTF-8",
+    "pieces[next() % len]; pieces appended until at least mix_bytes of UTF-8. nospace: the " +
+    "mix without bytes 0x20, 0x09, 0x0A, 0x0D, cut after the first whole character that " +
+    "reaches nospace_bytes",
   pieces: PIECES,
   ranges: RANGES,
   cases: [],
@@ -254,6 +266,17 @@ for (const [name, make] of Object.entries(variants)) {
     last_ids: ids.slice(-32),
     decoded_fnv1a32: safe ? fnv_bytes(utf8.encode(text)) : null,
   };
+  const ns = nospace_text(mix, out.nospace_bytes);
+  const t1 = Date.now();
+  const ns_ids = tok.encode(ns, { add_special_tokens: false }).ids;
+  out.mix[name].nospace = {
+    text_bytes: utf8.encode(ns).length,
+    text_fnv1a32: fnv_bytes(utf8.encode(ns)),
+    count: ns_ids.length,
+    ids_fnv1a32: fnv_ids(ns_ids),
+    first_ids: ns_ids.slice(0, 32),
+  };
+  console.error(`${name}: nospace ${ns_ids.length} ids in ${Date.now() - t1} ms`);
   console.error(`${name}: ${out.cases.filter((c) => c.tokenizer === name).length} cases, mix ${ids.length} ids in ${ms} ms`);
 }
 

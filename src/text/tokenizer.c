@@ -297,7 +297,7 @@ void tokenizer_free(tokenizer *tok) {
     tok_strmap_free(&tok->vocab);
     tok_strmap_free(&tok->added_by_content);
     tok_mergemap_free(&tok->merges);
-    free(tok->cut_blockers);
+    tok_mergemap_free(&tok->bigrams);
     for (size_t i = 0; i < tok->n_added; i++) free(tok->added[i].pattern);
     free(tok->added);
     free(tok->match_raw.order);

@@ -59,10 +59,13 @@ typedef struct symbol {
     uint32_t len;       /* bytes; 0 once merged into its left neighbour */
 } symbol;
 
+/* A queued merge of the pair (left, right) at pos; keeping the pair lets a pop see that it is
+ * still current without a merge-map lookup. */
 typedef struct heap_item {
     int32_t rank;
     int32_t pos;
     int32_t id;
+    int32_t left, right;
 } heap_item;
 
 /* Per-call cache of BPE results by word, for long inputs. */
@@ -262,7 +265,9 @@ static inline bool heap_less(const heap_item *x, const heap_item *y) {
     return x->rank != y->rank ? x->rank < y->rank : x->pos < y->pos;
 }
 
-static int heap_push(enc *e, int32_t rank, int32_t pos, int32_t id) {
+/* A 4-ary min-heap on (rank, pos): half the levels of a binary one, which matters when one
+ * pre-token has a million symbols. */
+static int heap_push(enc *e, const tok_merge *m, int32_t pos, int32_t left, int32_t right) {
     if (e->n_heap == e->cap_heap) {
         size_t cap = e->cap_heap ? e->cap_heap * 2 : 64;
         heap_item *g = realloc(e->heap, cap * sizeof *g);
@@ -271,9 +276,9 @@ static int heap_push(enc *e, int32_t rank, int32_t pos, int32_t id) {
         e->cap_heap = cap;
     }
     size_t i = e->n_heap++;
-    heap_item it = {rank, pos, id};
+    heap_item it = {m->rank, pos, m->id, left, right};
     while (i > 0) {
-        size_t parent = (i - 1) / 2;
+        size_t parent = (i - 1) / 4;
         if (!heap_less(&it, &e->heap[parent])) break;
         e->heap[i] = e->heap[parent];
         i = parent;
@@ -286,12 +291,14 @@ static heap_item heap_pop(enc *e) {
     heap_item top = e->heap[0], last = e->heap[--e->n_heap];
     size_t i = 0, n = e->n_heap;
     for (;;) {
-        size_t c = 2 * i + 1;
+        size_t c = 4 * i + 1;
         if (c >= n) break;
-        if (c + 1 < n && heap_less(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!heap_less(&e->heap[c], &last)) break;
-        e->heap[i] = e->heap[c];
-        i = c;
+        size_t best = c, end = c + 4 < n ? c + 4 : n;
+        for (size_t k = c + 1; k < end; k++)
+            if (heap_less(&e->heap[k], &e->heap[best])) best = k;
+        if (!heap_less(&e->heap[best], &last)) break;
+        e->heap[i] = e->heap[best];
+        i = best;
     }
     if (n) e->heap[i] = last;
     return top;
@@ -364,28 +371,33 @@ static int bpe_word(enc *e, const char *w, size_t len, tokenizer_ids *dst) {
     e->n_heap = 0;
     for (size_t i = 0; i + 1 < n; i++) {
         const tok_merge *m = tok_mergemap_get(&tok->merges, s[i].id, s[i + 1].id);
-        if (m && heap_push(e, m->rank, (int32_t)i, m->id) != 0) return -1;
+        if (m && heap_push(e, m, (int32_t)i, s[i].id, s[i + 1].id) != 0) return -1;
     }
     while (e->n_heap) {
         heap_item top = heap_pop(e);
         symbol *cur = &e->syms[top.pos];
         if (cur->len == 0 || cur->next < 0) continue;
         symbol *right = &e->syms[cur->next];
-        /* A stale entry: the pair at pos changed since it was queued. */
-        const tok_merge *m = tok_mergemap_get(&tok->merges, cur->id, right->id);
-        if (!m || m->id != top.id) continue;
+        /* A stale entry: the pair at pos changed since it was queued. Like Hugging Face, the
+         * entry still applies when the new pair merges into the same id. */
+        if (cur->id != top.left || right->id != top.right) {
+            const tok_merge *m = tok_mergemap_get(&tok->merges, cur->id, right->id);
+            if (!m || m->id != top.id) continue;
+        }
         cur->id = top.id;
         cur->len += right->len;
         right->len = 0;
         cur->next = right->next;
         if (cur->next >= 0) e->syms[cur->next].prev = top.pos;
         if (cur->prev >= 0) {
-            const tok_merge *pm = tok_mergemap_get(&tok->merges, e->syms[cur->prev].id, cur->id);
-            if (pm && heap_push(e, pm->rank, cur->prev, pm->id) != 0) return -1;
+            int32_t left_id = e->syms[cur->prev].id;
+            const tok_merge *pm = tok_mergemap_get(&tok->merges, left_id, cur->id);
+            if (pm && heap_push(e, pm, cur->prev, left_id, cur->id) != 0) return -1;
         }
         if (cur->next >= 0) {
-            const tok_merge *nm = tok_mergemap_get(&tok->merges, cur->id, e->syms[cur->next].id);
-            if (nm && heap_push(e, nm->rank, top.pos, nm->id) != 0) return -1;
+            int32_t right_id = e->syms[cur->next].id;
+            const tok_merge *nm = tok_mergemap_get(&tok->merges, cur->id, right_id);
+            if (nm && heap_push(e, nm, top.pos, cur->id, right_id) != 0) return -1;
         }
     }
     if (tok_ids_reserve(dst, n) != 0) return oom(e);
@@ -470,18 +482,51 @@ static int encode_word(enc *e, const char *w, size_t len) {
     return 0;
 }
 
-static bool blocks_cut(const tokenizer *tok, uint32_t cp) {
-    size_t lo = 0, hi = tok->n_cut_blockers;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (tok->cut_blockers[mid] < cp) lo = mid + 1;
-        else hi = mid;
+/* Whether the character s[0..clen) is a piece by itself. */
+static bool char_is_piece(const tokenizer *tok, const char *s, size_t clen) {
+    unsigned char c = (unsigned char)s[0];
+    return c < 0x80 ? tok->ascii_id[c] >= 0 : tok_strmap_get(&tok->vocab, s, clen) >= 0;
+}
+
+/* No merge can span the boundary between characters a and b when both are pieces (so neither
+ * becomes bytes or an unknown token) and no piece holds a followed by b: a merged symbol across
+ * it would be a piece containing "ab". */
+static bool can_cut(const tokenizer *tok, uint32_t a, bool a_piece, uint32_t b, bool b_piece) {
+    return a_piece && b_piece && !tok_mergemap_get(&tok->bigrams, (int32_t)a, (int32_t)b);
+}
+
+#define LONG_WORD 256 /* bytes: past this a word is cut wherever can_cut allows */
+
+/* A word that no metaspace cut shortened, cut further between any two characters that allow
+ * it, so that BPE never works on more than a few symbols at once. */
+static int encode_long_word(enc *e, const char *w, size_t len) {
+    const tokenizer *tok = e->tok;
+    size_t start = 0, i = 0;
+    uint32_t prev = 0;
+    bool prev_piece = false;
+    while (i < len) {
+        uint32_t cp;
+        size_t n = tok_utf8_decode(w + i, len - i, &cp);
+        bool piece = char_is_piece(tok, w + i, n);
+        if (i > start && can_cut(tok, prev, prev_piece, cp, piece)) {
+            if (encode_word(e, w + start, i - start) != 0) return -1;
+            start = i;
+        }
+        prev = cp;
+        prev_piece = piece;
+        i += n;
     }
-    return lo < tok->n_cut_blockers && tok->cut_blockers[lo] == cp;
+    return encode_word(e, w + start, len - start);
+}
+
+static int encode_cut_word(enc *e, const char *w, size_t len) {
+    return len > LONG_WORD ? encode_long_word(e, w, len) : encode_word(e, w, len);
 }
 
 /* One pre-token, which Hugging Face hands to BPE whole. Cut into words where no merge can
- * reach across (tokenizer_internal.h), each merged on its own: the same ids, in linear time. */
+ * reach across (can_cut), each merged on its own: the same ids, in linear time. Cuts are looked
+ * for before each metaspace that ends a run of other characters (word starts), and inside long
+ * words. */
 static int encode_pretoken(enc *e, const char *w, size_t len) {
     const tokenizer *tok = e->tok;
     if (len == 0) return 0;
@@ -490,20 +535,24 @@ static int encode_pretoken(enc *e, const char *w, size_t len) {
         if (id >= 0) return emit(e, id);
     }
     if (!tok->can_cut_words) return encode_word(e, w, len);
-    size_t word_start = 0, i = 0;
-    uint32_t prev = tok->metaspace_cp;
+    static const char meta[] = "\xE2\x96\x81"; /* U+2581 */
+    bool meta_piece = char_is_piece(tok, meta, 3);
+    size_t word_start = 0, i = 0, prev_at = 0, prev_len = 0;
+    uint32_t prev = 0;
     while (i < len) {
         uint32_t cp;
         size_t n = tok_utf8_decode(w + i, len - i, &cp);
-        if (cp == tok->metaspace_cp && prev != tok->metaspace_cp && i > word_start &&
-            !blocks_cut(tok, prev)) {
-            if (encode_word(e, w + word_start, i - word_start) != 0) return -1;
+        if (cp == 0x2581 && i > word_start && prev != 0x2581 &&
+            can_cut(tok, prev, char_is_piece(tok, w + prev_at, prev_len), cp, meta_piece)) {
+            if (encode_cut_word(e, w + word_start, i - word_start) != 0) return -1;
             word_start = i;
         }
         prev = cp;
+        prev_at = i;
+        prev_len = n;
         i += n;
     }
-    return encode_word(e, w + word_start, len - word_start);
+    return encode_cut_word(e, w + word_start, len - word_start);
 }
 
 /* Metaspace pre-tokenizer on a normalized piece; first: the piece starts the input. */

@@ -164,13 +164,11 @@ struct tokenizer {
     int32_t byte_id[256];    /* id of "<0xNN>", or -1 */
     int32_t ascii_id[128];   /* id of each one-byte character, or -1 (encode fast path) */
 
-    /* Splitting one pre-token into independent words before BPE is exact when no merge can
-     * span the cut: cuts go before a metaspace that follows a character never followed by a
-     * metaspace inside any vocabulary piece (see tokenizer_encode.c). */
+    /* Splitting one pre-token into independent words before BPE is exact where no merge can
+     * span the cut: between two characters that are pieces themselves and never adjacent in any
+     * piece (see tokenizer_encode.c). */
     bool can_cut_words;
-    uint32_t *cut_blockers; /* sorted code points c such that some piece holds c + metaspace */
-    size_t n_cut_blockers;
-    uint32_t metaspace_cp;  /* the character cuts go before (U+2581) */
+    tok_mergemap bigrams; /* (c1 << 32 | c2) for adjacent code points of every piece */
 
     tok_added *added;
     size_t n_added;

@@ -278,15 +278,9 @@ int tl_load_model(loader *L, const json_t *model) {
 /* ---------------------------------------------------------------------------------------- */
 /* Word cuts (see tokenizer_internal.h)                                                       */
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 int tl_prepare_word_cuts(tokenizer *tok) {
-    tok->metaspace_cp = 0x2581;
     tok->can_cut_words = false;
-    if (tok->ignore_merges || tok_strmap_get(&tok->vocab, "\xE2\x96\x81", 3) < 0) return 0;
+    if (tok->ignore_merges) return 0; /* a whole pre-token may be one piece: never cut */
     /* A merge whose part is a byte-fallback or unknown piece could join text across a cut
      * without its characters showing in any piece. */
     for (size_t i = 0; i < tok->merges.cap; i++) {
@@ -296,30 +290,19 @@ int tl_prepare_word_cuts(tokenizer *tok) {
         for (int k = 0; k < 2; k++)
             if ((tok->id_flags[parts[k]] & TOK_ID_BYTE) || parts[k] == tok->unk_id) return 0;
     }
-    size_t cap = 0;
+    if (tok_mergemap_init(&tok->bigrams, 4096) != 0) return -1; /* ~3.5k for LLaMA; grows */
     for (int32_t id = 0; id < tok->n_ids; id++) {
-        if (!(tok->id_flags[id] & TOK_ID_PRESENT) || (tok->id_flags[id] & TOK_ID_ADDED))
-            continue;
+        if (!(tok->id_flags[id] & TOK_ID_PRESENT)) continue;
         const char *s = tok->pool + tok->piece_off[id];
         size_t len = tok->piece_len[id], i = 0;
-        uint32_t prev = 0x2581;
-        while (i < len) {
-            uint32_t cp;
+        uint32_t prev = 0, cp;
+        for (bool first = true; i < len; first = false) {
             i += tok_utf8_decode(s + i, len - i, &cp);
-            if (cp == 0x2581 && prev != 0x2581) {
-                if (tok->n_cut_blockers == cap) {
-                    cap = cap ? cap * 2 : 16;
-                    uint32_t *g = realloc(tok->cut_blockers, cap * sizeof *g);
-                    if (!g) return -1;
-                    tok->cut_blockers = g;
-                }
-                tok->cut_blockers[tok->n_cut_blockers++] = prev;
-            }
+            if (!first && tok_mergemap_put(&tok->bigrams, (int32_t)prev, (int32_t)cp, 0, 0) != 0)
+                return -1;
             prev = cp;
         }
     }
-    if (tok->n_cut_blockers)
-        qsort(tok->cut_blockers, tok->n_cut_blockers, sizeof *tok->cut_blockers, cmp_u32);
     tok->can_cut_words = true;
     return 0;
 }
