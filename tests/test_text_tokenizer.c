@@ -405,6 +405,13 @@ static void test_stream_is_prompt(void **state) {
     assert_int_equal(tokenizer_stream_push(s, world, &out, &err), LLAVA_OK);
     assert_string_equal(out.data, "world");
     assert_int_equal(tokenizer_stream_push(s, -3, &out, &err), LLAVA_ERR_INVALID_ARGUMENT);
+    /* reset drops a held byte run and the sequence's state without output. */
+    assert_int_equal(tokenizer_stream_push(s, 243, &out, &err), LLAVA_OK);
+    tokenizer_stream_reset(s);
+    out.len = 0;
+    assert_int_equal(tokenizer_stream_push(s, world, &out, &err), LLAVA_OK);
+    assert_int_equal(tokenizer_stream_finish(s, &out, &err), LLAVA_OK);
+    assert_string_equal(out.data, "world");
     tokenizer_stream_free(s);
     tokenizer_text_free(&out);
     tokenizer_free(tok);

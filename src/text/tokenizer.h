@@ -84,6 +84,8 @@ llava_status tokenizer_stream_push(tokenizer_stream *s, int32_t id, tokenizer_te
                                    llava_error *err);
 /* Appends what is still held back (an unfinished byte run) and resets the stream for reuse. */
 llava_status tokenizer_stream_finish(tokenizer_stream *s, tokenizer_text *out, llava_error *err);
+/* Drops what is held back and starts a new sequence, appending nothing. */
+void tokenizer_stream_reset(tokenizer_stream *s);
 void tokenizer_stream_free(tokenizer_stream *s);
 
 /* Number of ids: the model vocabulary plus added tokens (the largest id + 1). */

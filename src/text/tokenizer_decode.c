@@ -470,3 +470,14 @@ llava_status tokenizer_stream_finish(tokenizer_stream *s, tokenizer_text *out, l
     if (rc) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory while decoding");
     return LLAVA_OK;
 }
+
+void tokenizer_stream_reset(tokenizer_stream *s) {
+    for (size_t k = 0; k < s->tok->n_dec; k++) {
+        stage *sg = &s->st[k];
+        sg->held.len = 0;
+        sg->count = 0;
+        sg->held_chars = 0;
+        sg->leading_done = false;
+    }
+    s->tokens = 0;
+}
