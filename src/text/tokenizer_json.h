@@ -1,4 +1,4 @@
-/* A strict, allocation-free JSON scanner for the two large members of tokenizer.json
+/* A strict JSON scanner for the two large members of tokenizer.json
  * (model.vocab: ~32k-250k entries, model.merges: ~60k-500k pairs). Building a jansson tree of
  * them takes most of 100 ms; scanning them directly takes a few. The rest of the file, with
  * these members blanked out, still goes through jansson. */
@@ -39,14 +39,5 @@ int tj_skip_value(tj_cursor *c, int depth);
 /* Skips a value by its brackets and quotes only, without checking what lies between: for text
  * that a strict parser reads afterwards. Never reads outside the text; -1 when unbalanced. */
 int tj_skip_value_fast(tj_cursor *c);
-
-/* Finds, in the object starting at c->pos (after spaces), the values of the n members named in
- * keys: the byte span [start[i], end[i]) of the first member of each name, or start[i] ==
- * end[i] == 0 when absent. Returns 0, or -1 on a syntax error; the cursor ends after the
- * object. */
-int tj_find_members(tj_cursor *c, const char *const *keys, size_t n, size_t *start, size_t *end);
-/* The same, skipping member values with tj_skip_value_fast. */
-int tj_find_members_fast(tj_cursor *c, const char *const *keys, size_t n, size_t *start,
-                         size_t *end);
 
 #endif
