@@ -367,8 +367,8 @@ int tl_load_specials(loader *L, const json_t *root, const json_t *cfg) {
                        !json_is_null(json_object_get(cfg, "add_eos_token"));
     if (has_bos_key || has_eos_key) {
         bool add_bos = true, add_eos = false; /* LlamaTokenizerFast's defaults */
-        if (tl_get_bool_in(L, L->config_what, cfg, "add_bos_token", "config", &add_bos) ||
-            tl_get_bool_in(L, L->config_what, cfg, "add_eos_token", "config", &add_eos))
+        if (tl_get_bool_in(L, L->config_what, cfg, "add_bos_token", NULL, &add_bos) ||
+            tl_get_bool_in(L, L->config_what, cfg, "add_eos_token", NULL, &add_eos))
             return -1;
         if ((add_bos && tok->bos_id < 0) || (add_eos && tok->eos_id < 0)) {
             llava_error_set(L->err, LLAVA_ERR_FORMAT, "%s: add_%s_token is true but %s_token is "
@@ -415,7 +415,7 @@ int tl_load_config_misc(loader *L, const json_t *cfg) {
         return -1;
     }
     tok->legacy = true;
-    if (tl_get_bool_in(L, L->config_what, cfg, "legacy", "config", &tok->legacy)) return -1;
+    if (tl_get_bool_in(L, L->config_what, cfg, "legacy", NULL, &tok->legacy)) return -1;
     const json_t *ct = json_object_get(cfg, "chat_template");
     const char *tmpl = NULL;
     if (ct && json_is_string(ct)) {

@@ -100,14 +100,15 @@ int tl_need_char(loader *L, const json_t *obj, const char *key, const char *wher
     return 0;
 }
 
-/* An optional boolean member; `file` names the file in errors. */
+/* An optional boolean member; `file` names the file in errors, `where` the object (NULL: the
+ * top level). */
 int tl_get_bool_in(loader *L, const char *file, const json_t *obj, const char *key,
-                       const char *where, bool *out) {
+                   const char *where, bool *out) {
     const json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) return 0;
     if (!json_is_boolean(v)) {
-        llava_error_set(L->err, LLAVA_ERR_FORMAT, "%s: %s.%s must be true or false", file, where,
-                        key);
+        llava_error_set(L->err, LLAVA_ERR_FORMAT, "%s: %s%s%s must be true or false", file,
+                        where ? where : "", where ? "." : "", key);
         return -1;
     }
     *out = json_is_true(v);
