@@ -173,9 +173,9 @@ typedef struct llava_image {
     int width, height;
 } llava_image;
 
-/* One turn of a conversation. Its images fill the <image> markers of its text in order; when it
- * has more images than markers, one marker per extra image is placed before the text (as
- * llava-hf renders image parts), and those come first. */
+/* One turn of a conversation. When its text has no <image> marker, its images are placed before
+ * the text, one marker each (as llava-hf renders image parts); when it has markers, the images
+ * fill them in order and their numbers must be equal (else the request ends with an ERROR). */
 typedef struct llava_message {
     const char *role;          /* "system", "user" or "assistant" */
     const char *content;       /* text; NULL: empty */

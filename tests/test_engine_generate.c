@@ -113,6 +113,15 @@ static void test_bad_requests_do_not_stop_the_worker(void **state) {
     assert_int_equal(r->status, LLAVA_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(r->message, "3 <image> markers"));
 
+    /* a message whose text has markers: its images must fill them exactly */
+    llava_message msg = {.role = "user", .content = "<image> hi", .images = two, .n_images = 2};
+    memset(&req, 0, sizeof req);
+    req.messages = &msg;
+    req.n_messages = 1;
+    r = run(e, &l, &req);
+    assert_int_equal(r->kind, LLAVA_EVENT_ERROR);
+    assert_non_null(strstr(r->message, "1 <image> marker but 2 images"));
+
     req = raw_request(TINY_PROMPT, &good, 1, 1000000); /* beyond the context */
     r = run(e, &l, &req);
     assert_int_equal(r->kind, LLAVA_EVENT_ERROR);
@@ -127,7 +136,7 @@ static void test_bad_requests_do_not_stop_the_worker(void **state) {
     expect_reference(run(e, &l, &req));
     llava_engine_metrics m;
     llava_engine_metrics_get(e, &m);
-    assert_int_equal(m.failed, 4);
+    assert_int_equal(m.failed, 5);
     assert_int_equal(m.done_length, 1);
     close_engine(e, &l);
 }

@@ -190,10 +190,11 @@ static eng_input *layout(const llava_request *r, bump *b) {
     for (size_t i = 0; i < r->n_messages; i++) {
         const llava_message *m = &r->messages[i];
         const char *content = m->content ? m->content : "";
-        /* images beyond the text's own markers are placed by the template before the text */
-        size_t markers = (size_t)template_count_images(content);
+        /* a text without markers gets one per image before it, as llava-hf renders image
+         * parts; a text with markers must have as many as images (llava_prepare checks) */
+        bool marked = template_count_images(content) > 0;
         template_message v = {.role = copy_str(b, m->role), .text = copy_str(b, content),
-                              .n_images = m->n_images > markers ? (int)(m->n_images - markers) : 0};
+                              .n_images = marked ? 0 : (int)m->n_images};
         if (msgs) msgs[i] = v;
         for (size_t j = 0; j < m->n_images; j++, k++)
             copy_image(b, &m->images[j], images ? &images[k] : NULL);
