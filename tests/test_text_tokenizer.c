@@ -581,6 +581,8 @@ static void test_load_errors(void **state) {
          LLAVA_ERR_UNSUPPORTED, "post_processor \"BertProcessing\" is not supported"},
         {"\"a\":0", "", "", "\"added_tokens\":[{\"id\":7,\"content\":\"<x>\"}],", LLAVA_ERR_FORMAT,
          "declared with id 7 but its id is 1"},
+        {"\"a\":0", "", "", "\"truncation\":{\"max_length\":8},", LLAVA_ERR_UNSUPPORTED,
+         "\"truncation\" is set"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *json = small_json(cases[i].vocab, cases[i].merges, cases[i].model_extra, cases[i].rest);

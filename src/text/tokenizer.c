@@ -138,6 +138,16 @@ done:
 
 static llava_status build(loader *L, const json_t *root, const json_t *cfg) {
     tokenizer *tok = L->tok;
+    /* Truncation would drop ids and fixed padding add some: refused rather than ignored. */
+    static const char *const shaping[] = {"truncation", "padding"};
+    for (int i = 0; i < 2; i++) {
+        const json_t *v = json_object_get(root, shaping[i]);
+        if (v && !json_is_null(v)) {
+            llava_error_set(L->err, LLAVA_ERR_UNSUPPORTED, "%s: \"%s\" is set; not supported",
+                            L->what, shaping[i]);
+            goto fail;
+        }
+    }
     const json_t *model = json_object_get(root, "model");
     if (!model || !json_is_object(model)) {
         llava_error_set(L->err, LLAVA_ERR_FORMAT, "%s: \"model\" must be an object", L->what);
