@@ -1,5 +1,6 @@
 /* `llava run`: answers a prompt about images with a llava-hf checkpoint, streaming the text to
- * stdout (timings to stderr), or printing one JSON object with --json. */
+ * stdout (timings to stderr), or printing one JSON object with --json. It goes through the
+ * engine's blocking call, so the model runs on the engine's worker as in every other front end. */
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -8,7 +9,7 @@
 #include <sys/resource.h>
 
 #include "cli/cli.h"
-#include "model/model.h"
+#include "llava.h"
 
 #define MAX_IMAGES 16
 #define MAX_STOPS 16
@@ -83,8 +84,8 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
     return 0;
 }
 
-static const char *finish_name(llava_finish_reason r) {
-    return r == LLAVA_FINISH_LENGTH ? "length" : r == LLAVA_FINISH_CANCELLED ? "cancelled" : "stop";
+static const char *finish_name(llava_done_reason r) {
+    return r == LLAVA_DONE_LENGTH ? "length" : r == LLAVA_DONE_CANCELLED ? "cancelled" : "stop";
 }
 
 int cmd_run(int argc, char **argv) {
@@ -105,13 +106,12 @@ int cmd_run(int argc, char **argv) {
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL, *images[MAX_IMAGES], *stops[MAX_STOPS];
     int n_images = 0, n_stops = 0;
-    llava_model_options mopt;
-    llava_model_options_default(&mopt);
-    llava_prepare_options popt = {0};
-    llava_generate_params gp;
-    llava_generate_params_default(&gp);
+    llava_engine_config cfg;
+    llava_engine_config_default(&cfg);
+    llava_request req;
+    memset(&req, 0, sizeof req);
     long max_tokens = 256, v = 0;
-    bool json = false;
+    bool json = false, raw = false;
     optind = 1;
     opterr = 0;
     int c;
@@ -123,41 +123,41 @@ int cmd_run(int argc, char **argv) {
             images[n_images++] = optarg;
             break;
         case 'p': prompt = optarg; break;
-        case O_RAW: popt.raw = true; break;
-        case O_TEMPLATE: popt.template_name = optarg; break;
+        case O_RAW: raw = true; break;
+        case O_TEMPLATE: req.template_name = optarg; break;
         case 'n':
             if (parse_int(optarg, "--max-tokens", 1, 1 << 20, &max_tokens)) return 1;
             break;
         case O_TEMP:
-            if (parse_float(optarg, "--temp", 0, 100, &gp.sampling.temperature)) return 1;
+            if (parse_float(optarg, "--temp", 0, 100, &req.sampling.temperature)) return 1;
             break;
         case O_TOPK:
             if (parse_int(optarg, "--top-k", 0, 1 << 30, &v)) return 1;
-            gp.sampling.top_k = (int)v;
+            req.sampling.top_k = (int)v;
             break;
         case O_TOPP:
-            if (parse_float(optarg, "--top-p", 0, 1, &gp.sampling.top_p)) return 1;
+            if (parse_float(optarg, "--top-p", 0, 1, &req.sampling.top_p)) return 1;
             break;
         case O_MINP:
-            if (parse_float(optarg, "--min-p", 0, 1, &gp.sampling.min_p)) return 1;
+            if (parse_float(optarg, "--min-p", 0, 1, &req.sampling.min_p)) return 1;
             break;
         case O_REP:
-            if (parse_float(optarg, "--repeat-penalty", 0.01, 100, &gp.sampling.repetition_penalty))
+            if (parse_float(optarg, "--repeat-penalty", 0.01, 100, &req.sampling.repetition_penalty))
                 return 1;
             break;
         case O_PRES:
-            if (parse_float(optarg, "--presence-penalty", -2, 2, &gp.sampling.presence_penalty))
+            if (parse_float(optarg, "--presence-penalty", -2, 2, &req.sampling.presence_penalty))
                 return 1;
             break;
         case O_FREQ:
-            if (parse_float(optarg, "--frequency-penalty", -2, 2, &gp.sampling.frequency_penalty))
+            if (parse_float(optarg, "--frequency-penalty", -2, 2, &req.sampling.frequency_penalty))
                 return 1;
             break;
         case O_SEED: {
             char *end;
             unsigned long long s = strtoull(optarg, &end, 10);
             if (!*optarg || *end) return cli_fail("--seed: '%s' is not an integer", optarg);
-            gp.sampling.seed = s;
+            req.sampling.seed = s;
             break;
         }
         case O_STOP:
@@ -167,11 +167,11 @@ int cmd_run(int argc, char **argv) {
             break;
         case 't':
             if (parse_int(optarg, "--threads", 1, 1024, &v)) return 1;
-            mopt.n_threads = (int)v;
+            cfg.n_threads = (int)v;
             break;
         case O_CTX:
             if (parse_int(optarg, "--ctx", 1, 1 << 24, &v)) return 1;
-            mopt.n_ctx = (int)v;
+            cfg.n_ctx = (int)v;
             break;
         case O_JSON: json = true; break;
         case O_HELP: fputs(RUN_USAGE, stdout); return 0;
@@ -184,49 +184,51 @@ int cmd_run(int argc, char **argv) {
     if (!model_dir)
         return cli_fail("run: no model given: pass -m DIR (a llava-hf checkpoint folder)");
     if (!prompt) return cli_fail("run: no prompt given: pass -p TEXT");
-    popt.max_tokens = (int)max_tokens;
-    gp.max_tokens = (int)max_tokens;
-    gp.stop = stops;
-    gp.n_stop = n_stops;
+    cfg.model_dir = model_dir;
+    req.max_tokens = (int)max_tokens;
+    req.stop = stops;
+    req.n_stop = (size_t)n_stops;
 
-    llava_error err;
-    llava_model *model = NULL;
-    if (llava_model_load(model_dir, &mopt, &model, &err) != LLAVA_OK)
-        return cli_fail("%s", err.message);
-
-    /* images not marked in the prompt go before it, as the chat template places image parts */
-    template_message msg = {"user", prompt,
-                            template_count_images(prompt) == 0 && !popt.raw ? n_images : 0};
-    llava_image_input in[MAX_IMAGES];
+    /* raw: the prompt as is; else one user message, its images before the text unless the text
+     * marks where they go */
+    llava_image in[MAX_IMAGES];
     memset(in, 0, sizeof in);
     for (int i = 0; i < n_images; i++) in[i].path = images[i];
-    llava_prepared *prep = NULL;
-    llava_session *session = NULL;
-    run_output out = {.json = json, .ids = json_array()};
-    llava_generate_result res;
-    int rc = 0;
-    if (llava_prepare(model, &msg, 1, in, n_images, &popt, &prep, &err) != LLAVA_OK ||
-        llava_session_create(model, &session, &err) != LLAVA_OK) {
-        rc = cli_fail("%s", err.message);
+    llava_message msg = {.role = "user", .content = prompt, .images = in,
+                         .n_images = (size_t)n_images};
+    if (raw) {
+        req.prompt = prompt;
+        req.images = in;
+        req.n_images = (size_t)n_images;
     } else {
-        llava_callbacks cb = {.user = &out, .on_token = on_token};
-        if (llava_generate(session, prep, &gp, &cb, &res, &err) != LLAVA_OK)
-            rc = cli_fail("%s", err.message);
-        else if (out.failed)
-            rc = cli_fail("out of memory collecting the output");
+        req.messages = &msg;
+        req.n_messages = 1;
     }
+    run_output out = {.json = json, .ids = json_array()};
+    llava_result res;
+    llava_error err;
+    int rc = 0;
+    if (llava_generate_simple(&cfg, &req, on_token, &out, &res, &err) != LLAVA_OK)
+        rc = cli_fail("%s", err.message);
+    else if (out.failed)
+        rc = cli_fail("out of memory collecting the output");
     if (rc == 0) {
-        double tps = res.decode_ms > 0 ? 1000.0 * res.completion_tokens / res.decode_ms : 0;
+        const llava_timings *t = &res.timings;
+        /* from the start of the run (the engine counts from submit, which includes the load) */
+        double first = t->first_token_ms - t->queue_ms - t->prepare_ms;
+        if (first < 0) first = 0;
+        int completion = res.usage.completion_tokens;
+        double tps = t->decode_ms > 0 ? 1000.0 * completion / t->decode_ms : 0;
         struct rusage ru;
         double peak_mib = getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss / 1024.0 : 0;
         if (json) {
             json_t *o = json_pack(
                 "{s:s%, s:O, s:s, s:{s:i, s:i}, s:{s:f, s:f, s:f, s:f, s:f, s:f}}", "text",
                 out.text ? out.text : "", out.len, "token_ids", out.ids, "finish_reason",
-                finish_name(res.finish_reason), "usage", "prompt_tokens", res.prompt_tokens,
-                "completion_tokens", res.completion_tokens, "timings", "image_ms", res.image_ms,
-                "prefill_ms", res.prefill_ms, "decode_ms", res.decode_ms, "first_token_ms",
-                res.first_token_ms, "decode_tokens_per_s", tps, "peak_rss_mib", peak_mib);
+                finish_name(res.reason), "usage", "prompt_tokens", res.usage.prompt_tokens,
+                "completion_tokens", completion, "timings", "image_ms", t->image_ms,
+                "prefill_ms", t->prefill_ms, "decode_ms", t->decode_ms, "first_token_ms",
+                first, "decode_tokens_per_s", tps, "peak_rss_mib", peak_mib);
             char *s = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
             if (s) printf("%s\n", s);
             else rc = cli_fail("could not format the JSON output");
@@ -238,15 +240,11 @@ int cmd_run(int argc, char **argv) {
                     "llava: %d prompt positions (image %.1f ms, prefill %.1f ms), %d tokens in "
                     "%.1f ms (%.2f tokens/s), first token after %.1f ms, peak RSS %.0f MiB, "
                     "finish: %s\n",
-                    res.prompt_tokens, res.image_ms, res.prefill_ms, res.completion_tokens,
-                    res.decode_ms, tps, res.first_token_ms, peak_mib,
-                    finish_name(res.finish_reason));
+                    res.usage.prompt_tokens, t->image_ms, t->prefill_ms, completion,
+                    t->decode_ms, tps, first, peak_mib, finish_name(res.reason));
         }
     }
     json_decref(out.ids);
     free(out.text);
-    llava_session_free(session);
-    llava_prepared_free(prep);
-    llava_model_free(model);
     return rc;
 }
