@@ -23,6 +23,7 @@ static const cli_command commands[] = {
     {"info", cmd_info, "describe a model folder (architecture, sizes, dtypes, tensors, template)"},
     {"preprocess", cmd_preprocess, "decode and preprocess an image to pixel_values (safetensors)"},
     {"serve", cmd_serve, "HTTP server with OpenAI- and Ollama-compatible APIs"},
+    {"quantize", cmd_quantize, "store a checkpoint's matrices as Q8_0 or Q4_0 blocks (llava quantize --help)"},
     {"bench", cmd_bench, "measure speed (llava bench kernels: products vs machine bounds)"},
 };
 
