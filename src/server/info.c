@@ -2,6 +2,7 @@
  * failed, draining), /metrics in Prometheus' text format, and the model lists of both APIs. All
  * read the engine's lock-free state and counters, so they answer at once while it works. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <event2/buffer.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "server/internal.h"
 
@@ -35,16 +37,22 @@ void srv_model_facts(srv_server *s) {
     uint64_t h = 0xcbf29ce484222325ull;
     char path[4352];
     snprintf(path, sizeof path, "%s/config.json", s->model_dir);
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        int ch;
-        size_t n = 0;
-        while ((ch = fgetc(f)) != EOF && n++ < CONFIG_MAX_BYTES) {
-            h ^= (uint64_t)(unsigned char)ch;
-            h *= 0x100000001b3ull;
+    /* non-blocking open: whatever sits there (a FIFO, a device) must not stall the start */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        unsigned char buf[4096];
+        ssize_t got;
+        size_t total = 0;
+        while (total < CONFIG_MAX_BYTES && (got = read(fd, buf, sizeof buf)) > 0) {
+            for (ssize_t i = 0; i < got; i++) {
+                h ^= buf[i];
+                h *= 0x100000001b3ull;
+            }
+            total += (size_t)got;
         }
-        fclose(f);
     }
+    if (fd >= 0) close(fd);
     snprintf(s->model_digest, sizeof s->model_digest, "%016llx", (unsigned long long)h);
 }
 

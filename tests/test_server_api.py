@@ -1,0 +1,240 @@
+"""`llava serve` driven with curl: OpenAI chat (whole and streamed), Ollama chat and generate
+(whole, NDJSON, raw), with a base64 image; the greedy answers must equal the fixtures' reference
+text (Hugging Face transformers, 16 greedy tokens). Also the model lists, /health, /metrics,
+bearer-token auth, and requests that arrive while the model loads (then is ready, or fails)."""
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_clients"))
+from serverlib import (Server, check, fixture, openai_chat_body, run_tests, sse_events)  # noqa: E402
+
+CASES = ["tiny-f32", "tiny-bf16-gelu", "small-f16"]
+
+
+def curl_json(srv, path, body, *extra):
+    return srv.curl("-H", "Content-Type: application/json", "--data-binary", "@-", *extra,
+                    "{base}" + path, data=json.dumps(body).encode())
+
+
+def answers_for(fx):
+    with Server(fx["model"]) as srv:
+        # OpenAI, whole answer
+        st, out = curl_json(srv, "/v1/chat/completions", openai_chat_body(fx))
+        check(st == 200, f"{fx['name']}: status {st} {out[:300]!r}")
+        r = json.loads(out)
+        check(r["object"] == "chat.completion" and r["model"] == "test-model", r)
+        ch = r["choices"][0]
+        check(ch["message"]["content"] == fx["text"],
+              f"{fx['name']}: {ch['message']['content']!r} != {fx['text']!r}")
+        check(ch["finish_reason"] == "length" and r["usage"]["completion_tokens"] == 16, r)
+        check(r["usage"]["total_tokens"] == r["usage"]["prompt_tokens"] + 16, r["usage"])
+
+        # OpenAI, streamed with usage
+        st, out = curl_json(srv, "/v1/chat/completions",
+                            openai_chat_body(fx, stream=True, stream_options={"include_usage": True}))
+        check(st == 200, f"stream status {st}")
+        events, done = sse_events(out)
+        check(done, "no [DONE] at the end of the stream")
+        check(events[0]["choices"][0]["delta"].get("role") == "assistant", events[0])
+        text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+        check(text == fx["text"], f"streamed {text!r} != {fx['text']!r}")
+        check(events[-2]["choices"][0]["finish_reason"] == "length", events[-2])
+        check(events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 16,
+              events[-1])
+        check(all("usage" in e for e in events), "include_usage: every chunk has a usage field")
+        check(len({e["id"] for e in events}) == 1, "one id per stream")
+
+        img = fx["image_b64"]
+        # Ollama chat, whole and streamed
+        chat = {"model": "test-model", "stream": False, "options": {"temperature": 0, "num_predict": 16},
+                "messages": [{"role": "user", "content": fx["question"], "images": [img]}]}
+        st, out = curl_json(srv, "/api/chat", chat)
+        check(st == 200, f"ollama chat {st} {out[:200]!r}")
+        r = json.loads(out)
+        check(r["done"] and r["message"]["content"] == fx["text"] and r["done_reason"] == "length", r)
+        check(r["eval_count"] == 16 and r["prompt_eval_count"] > 0 and r["total_duration"] > 0, r)
+        chat["stream"] = True
+        st, out = curl_json(srv, "/api/chat", chat)
+        lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+        check(st == 200 and lines[-1]["done"] and not any(x["done"] for x in lines[:-1]), lines[-1])
+        check("".join(x["message"]["content"] for x in lines) == fx["text"], "ollama chat stream text")
+
+        # Ollama generate: templated, raw, streamed
+        gen = {"model": "test-model", "prompt": fx["question"], "images": [img], "stream": False,
+               "options": {"temperature": 0, "num_predict": 16}}
+        st, out = curl_json(srv, "/api/generate", gen)
+        check(st == 200 and json.loads(out)["response"] == fx["text"], f"generate {st} {out[:200]!r}")
+        raw = dict(gen, raw=True, prompt=fx["raw_prompt"])
+        st, out = curl_json(srv, "/api/generate", raw)
+        check(st == 200 and json.loads(out)["response"] == fx["text"], f"raw generate {out[:200]!r}")
+        gen["stream"] = True
+        st, out = curl_json(srv, "/api/generate", gen)
+        lines = [json.loads(x) for x in out.decode().splitlines() if x.strip()]
+        check("".join(x["response"] for x in lines) == fx["text"] and lines[-1]["done"],
+              "generate stream text")
+
+        m = srv.metrics()
+        check(m['llava_requests_total{outcome="length"}'] == 7, "7 requests ended by length")
+        check(m['llava_images_encoded_total'] == 7 and m['llava_http_responses_total{code="2xx"}'] >= 7, m)
+
+
+def test_answers_tiny_f32():
+    answers_for(fixture("tiny-f32"))
+
+
+def test_answers_other_fixtures():
+    for name in CASES[1:]:
+        answers_for(fixture(name))
+
+
+def test_sampling_and_stop():
+    fx = fixture("tiny-f32")
+    with Server(fx["model"]) as srv:
+        # a stop string cuts the answer before it (and it never appears)
+        words = fx["text"].split(" ")
+        body = openai_chat_body(fx, stop=[" " + words[3]])
+        st, _, _, r = srv.post_json("/v1/chat/completions", body)
+        check(st == 200, r)
+        check(r["choices"][0]["message"]["content"] == " ".join(words[:3]), r["choices"][0])
+        check(r["choices"][0]["finish_reason"] == "stop", r)
+        # the same seed gives the same sampled answer; the answer is not the greedy one
+        body = openai_chat_body(fx, temperature=1.5, seed=1234, top_p=0.95)
+        a = srv.post_json("/v1/chat/completions", body)[3]["choices"][0]["message"]["content"]
+        b = srv.post_json("/v1/chat/completions", body)[3]["choices"][0]["message"]["content"]
+        check(a == b and a != fx["text"], f"seeded sampling: {a!r} vs {b!r}")
+        # a text-only conversation with a system prompt and earlier turns
+        body = {"model": "m", "max_tokens": 3, "messages": [
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello"}, {"role": "user", "content": "Bye"}]}
+        st, _, _, r = srv.post_json("/v1/chat/completions", body)
+        check(st == 200 and r["usage"]["completion_tokens"] == 3, r)
+        # Ollama: an empty prompt only loads the model
+        st, _, _, r = srv.post_json("/api/generate", {"model": "m", "stream": False})
+        check(st == 200 and r["done"] and r["done_reason"] == "load", r)
+
+
+def test_lists_health_metrics():
+    fx = fixture("tiny-f32")
+    with Server(fx["model"]) as srv:
+        st, body = srv.curl("{base}/v1/models")
+        r = json.loads(body)
+        check(st == 200 and r["object"] == "list" and r["data"][0]["id"] == "test-model", r)
+        st, body = srv.curl("{base}/v1/models/test-model")
+        check(st == 200 and json.loads(body)["object"] == "model", body)
+        st, body = srv.curl("{base}/v1/models/other")
+        check(st == 404 and json.loads(body)["error"]["code"] == "not_found", body)
+        st, body = srv.curl("{base}/api/tags")
+        m = json.loads(body)["models"][0]
+        check(st == 200 and m["name"] == "test-model" and m["size"] > 1_000_000, m)
+        st, body = srv.curl("{base}/api/version")
+        check(st == 200 and json.loads(body)["version"].count(".") == 2, body)
+        st, body = srv.curl("{base}/health")
+        check(st == 200 and json.loads(body) == {"status": "ok"}, body)
+        st, body = srv.curl("{base}/metrics")
+        text = body.decode()
+        for name in ["llava_requests_total", "llava_queue_depth", "llava_time_to_first_token_seconds_bucket",
+                     "llava_time_per_output_token_seconds_count", "llava_image_encode_seconds_sum",
+                     "llava_prompt_tokens_total", "llava_client_disconnects_total",
+                     'llava_model_state{state="ready"} 1']:
+            check(name in text, f"/metrics lacks {name}")
+
+
+def test_api_key():
+    fx = fixture("tiny-f32")
+    with Server(fx["model"], "--api-key", "s3cret-key") as srv:
+        body = openai_chat_body(fx, max_tokens=2)
+        st, h, _, r = srv.post_json("/v1/chat/completions", body)
+        check(st == 401 and r["error"]["type"] == "authentication_error", r)
+        check(h.get("www-authenticate") == "Bearer", h)
+        for bad in ["Bearer s3cret-kez", "Bearer s3cret-key2", "Bearer s3cret", "Basic s3cret-key", ""]:
+            st, _, _, r = srv.post_json("/v1/chat/completions", body, {"Authorization": bad})
+            check(st == 401, f"{bad!r} -> {st}")
+        st, _, _, r = srv.post_json("/api/chat", {"model": "m", "messages": []})
+        check(st == 401 and isinstance(r["error"], str), r)
+        st, _, _, r = srv.post_json("/v1/chat/completions", body, {"Authorization": "Bearer s3cret-key"})
+        check(st == 200, r)
+        # health and metrics stay open for load balancers and scrapers
+        check(srv.request("GET", "/health")[0] == 200, "health needs no key")
+        check(srv.request("GET", "/metrics")[0] == 200, "metrics need no key")
+
+
+def padded_model(fx, drop=()):
+    """A copy of a fixture's model folder (links) whose tokenizer_config.json carries a million
+    ignored integers: loading then takes the better part of a second instead of milliseconds,
+    long enough to watch the server while it loads. Files named in drop are left out."""
+    d = tempfile.mkdtemp(prefix="llava-slow-model-")
+    for name in os.listdir(fx["model"]):
+        if name not in drop and name != "tokenizer_config.json":
+            os.symlink(os.path.realpath(os.path.join(fx["model"], name)), os.path.join(d, name))
+    cfg = json.load(open(os.path.join(fx["model"], "tokenizer_config.json")))
+    cfg["x_padding"] = [[0] * 1000 for _ in range(1000)]
+    with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+        json.dump(cfg, f, separators=(",", ":"))
+    return d
+
+
+def during_load(srv, fx):
+    """Sends requests while the model loads; returns the threads and their results."""
+    st, _, body = srv.request("GET", "/health")
+    check(st == 503 and json.loads(body)["status"] == "loading", f"{st} {body!r}")
+    results = {}
+
+    def send(key, path, body):
+        results[key] = srv.post_json(path, body)
+
+    threads = [threading.Thread(target=send, args=("openai", "/v1/chat/completions", openai_chat_body(fx))),
+               threading.Thread(target=send, args=("load", "/api/generate", {"model": "m"}))]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def test_loading_then_ready():
+    fx = fixture("tiny-f32")
+    d = padded_model(fx)
+    try:
+        with Server(d, ready=False) as srv:
+            threads, results = during_load(srv, fx)
+            for t in threads:
+                t.join(60)
+            st, _, _, r = results["openai"]
+            check(st == 200 and r["choices"][0]["message"]["content"] == fx["text"], results["openai"])
+            st, _, _, r = results["load"]
+            check(st == 200 and r["done_reason"] == "load", results["load"])
+            check(srv.request("GET", "/health")[0] == 200, "ready after loading")
+    finally:
+        shutil.rmtree(d)
+
+
+def test_loading_then_failed():
+    fx = fixture("tiny-f32")
+    d = padded_model(fx, drop=("model.safetensors",))
+    try:
+        with Server(d, ready=False) as srv:
+            threads, results = during_load(srv, fx)
+            for t in threads:
+                t.join(60)
+            st, _, body = srv.request("GET", "/health")
+            h = json.loads(body)
+            check(st == 500 and h["status"] == "error" and "safetensors" in h["error"], f"{st} {body!r}")
+            st, _, _, r = results["openai"]
+            check(st == 500 and "failed to load" in r["error"]["message"], results["openai"])
+            check(r["error"]["type"] == "server_error", r)
+            st, _, _, r = results["load"]
+            check(st == 500 and "safetensors" in r["error"], results["load"])
+            # later requests fail at once with the same message
+            st, _, _, r = srv.post_json("/api/chat", {"model": "m", "messages": [{"role": "user", "content": "x"}]})
+            check(st == 500 and "failed to load" in r["error"] and "safetensors" in r["error"], r)
+    finally:
+        shutil.rmtree(d)
+
+
+if __name__ == "__main__":
+    run_tests([test_answers_tiny_f32, test_answers_other_fixtures, test_sampling_and_stop,
+               test_lists_health_metrics, test_api_key, test_loading_then_ready,
+               test_loading_then_failed])
