@@ -1,0 +1,63 @@
+"""`llava serve` driven by the official `openai` and `ollama` npm clients (tests/server_clients,
+installed here with npm ci): chat with a base64 image, whole and streamed, Ollama chat and
+generate; every greedy answer must equal the fixture's reference text. Needs node and npm."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_clients")
+sys.path.insert(0, HERE)
+from serverlib import Server, check, fixture, run_tests  # noqa: E402
+
+
+def install():
+    """npm ci (offline from the cache first); node_modules is kept between runs."""
+    if not shutil.which("node") or not shutil.which("npm"):
+        raise SystemExit("test_server_clients: node and npm are needed (scripts/setup with LLAVA_TEST_DEPS=1)")
+    stamp = os.path.join(HERE, "node_modules", ".package-lock.json")
+    lock = os.path.join(HERE, "package-lock.json")
+    if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(lock):
+        return
+    for args in (["npm", "ci", "--offline", "--no-audit", "--no-fund"], ["npm", "ci", "--no-audit", "--no-fund"]):
+        p = subprocess.run(args, cwd=HERE, capture_output=True, text=True, timeout=300)
+        if p.returncode == 0:
+            return
+    raise SystemExit(f"npm ci failed:\n{p.stdout}\n{p.stderr}")
+
+
+def run_clients(srv, fx, api_key=None):
+    cfg = {"base": f"http://{srv.host}:{srv.port}", "image_b64": fx["image_b64"], "mime": fx["mime"],
+           "question": fx["question"], "api_key": api_key}
+    p = subprocess.run(["node", os.path.join(HERE, "clients.mjs"), json.dumps(cfg)], cwd=HERE,
+                       capture_output=True, text=True, timeout=120)
+    check(p.returncode == 0, f"clients.mjs failed:\n{p.stdout}\n{p.stderr}\n{srv.stderr()}")
+    return json.loads(p.stdout)
+
+
+def test_official_clients():
+    install()
+    fx = fixture("tiny-f32")
+    with Server(fx["model"], "--api-key", "key-123") as srv:
+        r = run_clients(srv, fx, api_key="key-123")
+    want = fx["text"]
+    check(r["openai"]["content"] == want, f"openai: {r['openai']}")
+    check(r["openai"]["finish_reason"] == "length" and r["openai"]["usage"]["completion_tokens"] == 16, r["openai"])
+    s = r["openai_stream"]
+    check(s["content"] == want and s["finish_reason"] == "length", f"openai stream: {s}")
+    check(s["usage"]["completion_tokens"] == 16 and s["chunks"] >= 17, s)
+    e = r["openai_error"]
+    check(e and e["status"] == 400 and "only n = 1" in e["message"], f"openai error: {e}")
+    check(r["openai_models"] == ["test-model"], r["openai_models"])
+    check(r["ollama_chat"]["content"] == want and r["ollama_chat"]["eval_count"] == 16, r["ollama_chat"])
+    check(r["ollama_chat_stream"]["content"] == want and r["ollama_chat_stream"]["done"], r["ollama_chat_stream"])
+    check(r["ollama_generate"]["response"] == want, r["ollama_generate"])
+    check(r["ollama_generate_stream"]["response"] == want, r["ollama_generate_stream"])
+    check(r["ollama_models"] == ["test-model"], r["ollama_models"])
+    e = r["ollama_error"]
+    check(e and e["status"] == 400 and "format" in e["message"], f"ollama error: {e}")
+
+
+if __name__ == "__main__":
+    run_tests([test_official_clients])
