@@ -16,6 +16,7 @@
 #include "cli/cli.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "tensor/quant.h"
 #include "tensor/tensor.h"
 
 #define MAX_REPEAT 100
@@ -25,6 +26,8 @@ static const char BENCH_MODEL_USAGE[] =
     "  One request per run: an image, a prompt of N text tokens, G generated tokens (greedy,\n"
     "  EOS ignored). Medians over R runs, each beside its hardware floor.\n"
     "  -m, --model DIR          llava-hf checkpoint folder\n"
+    "      --quant T            quantize the matrices at load: q8_0 or q4_0 (int8 products;\n"
+    "                           default: the weights as stored, exact f32 arithmetic)\n"
     "      --image FILE         image to decode and encode (default: generated 640x480 pixels,\n"
     "                           preprocessed but not decoded)\n"
     "      --prompt-tokens N    text tokens after the image (default 64)\n"
@@ -104,11 +107,20 @@ static int probe_machine(int threads, machine_bounds *out) {
 
 /* ---- work per stage, from the config ---- */
 
+/* Bytes of a tensor as the model holds it: quantized at load (quant = 1 + tensor_qtype) when it
+ * is a float matrix whose shape takes blocks, else as stored. */
+static double held_bytes(const st_tensor *t, int quant) {
+    if (quant && t->ndim == 2 && t->dtype != LLAVA_DTYPE_U8 && t->shape[0] < (1 << 30) &&
+        t->shape[1] < (1 << 30) && tensor_quant_shape_ok((int)t->shape[0], (int)t->shape[1]))
+        return (double)tensor_quant_bytes((tensor_qtype)(quant - 1), (int)t->shape[0], (int)t->shape[1]);
+    return (double)t->nbytes;
+}
+
 /* Bytes the decoder reads per generated token: every tensor of the text model's layers and the
- * output head, as stored in the checkpoint (dtype or block format alike), found by name in both
- * llava-hf layouts. The embedding row and the norms are noise; the KV cache is added by the
- * caller. Returns 0 if the checkpoint cannot be opened. */
-static double decoder_weight_bytes(const char *dir) {
+ * output head as the model holds them (stored dtype, stored blocks, or blocks made at load),
+ * found by name in both llava-hf layouts. The embedding row and the norms are noise; the KV
+ * cache is added by the caller. Returns 0 if the checkpoint cannot be opened. */
+static double decoder_weight_bytes(const char *dir, int quant) {
     st_set *set = NULL;
     llava_error err;
     if (st_set_open(dir, &set, &err) != LLAVA_OK) return 0;
@@ -117,7 +129,7 @@ static double decoder_weight_bytes(const char *dir) {
     for (size_t i = 0; i < st_set_count(set); i++) {
         const st_tensor *t = st_set_tensor(set, i);
         if ((strstr(t->name, "language_model.") && strstr(t->name, ".layers.")))
-            bytes += (double)t->nbytes;
+            bytes += held_bytes(t, quant);
         else if (!strcmp(t->name, "language_model.lm_head.weight") || !strcmp(t->name, "lm_head.weight"))
             head = t;
     }
@@ -125,7 +137,7 @@ static double decoder_weight_bytes(const char *dir) {
         head = st_set_find(set, "language_model.model.embed_tokens.weight");
         if (!head) head = st_set_find(set, "model.language_model.embed_tokens.weight");
     }
-    if (head) bytes += (double)head->nbytes;
+    if (head) bytes += held_bytes(head, quant);
     st_set_close(set);
     return bytes;
 }
@@ -165,6 +177,7 @@ typedef struct bench_opts {
     const char *dir, *image;
     int prompt_tokens, gen_tokens, threads, repeat, warmup;
     int probe, json;
+    int quant; /* 0, or 1 + tensor_qtype */
 } bench_opts;
 
 /* Builds the request: decode + preprocess through llava_prepare (timed), then the token ids
@@ -255,6 +268,9 @@ typedef struct bench_report {
 static void print_text(const bench_opts *o, const bench_report *r) {
     printf("model %s, %d threads, kernel path %s, %d run%s (median)\n", o->dir, r->threads, r->isa,
            r->runs, r->runs == 1 ? "" : "s");
+    if (o->quant)
+        printf("weights quantized at load: %s (int8 path %s)\n", tensor_qtype_name((tensor_qtype)(o->quant - 1)),
+               tensor_quant_path_name());
     printf("request: 1 image + %d text tokens = %d positions, %d generated\n", o->prompt_tokens,
            r->positions, o->gen_tokens);
     if (r->have_bounds)
@@ -292,6 +308,8 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     }
     printf("\",\"threads\":%d,\"isa\":\"%s\",\"runs\":%d,\"image\":%s,", r->threads, r->isa, r->runs,
            o->image ? "true" : "false");
+    printf("\"quant\":\"%s\",\"int8_path\":\"%s\",", o->quant ? tensor_qtype_name((tensor_qtype)(o->quant - 1)) : "none",
+           tensor_quant_path_name());
     printf("\"prompt_tokens\":%d,\"positions\":%d,\"gen_tokens\":%d,", o->prompt_tokens, r->positions,
            o->gen_tokens);
     if (r->have_bounds)
@@ -330,9 +348,9 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON };
+    enum { OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON };
     static const struct option longs[] = {
-        {"model", required_argument, 0, 'm'},         {"image", required_argument, 0, OPT_IMAGE},
+        {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
         {"gen-tokens", required_argument, 0, OPT_GEN}, {"threads", required_argument, 0, 't'},
         {"repeat", required_argument, 0, OPT_REPEAT}, {"warmup", required_argument, 0, OPT_WARMUP},
@@ -343,6 +361,12 @@ int bench_model(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "m:t:h", longs, NULL)) != -1) {
         switch (c) {
         case 'm': o.dir = optarg; break;
+        case OPT_QUANT: {
+            tensor_qtype qt;
+            if (tensor_qtype_parse(optarg, &qt) != 0) return cli_fail("bench: --quant takes q8_0 or q4_0, not '%s'", optarg);
+            o.quant = 1 + (int)qt;
+            break;
+        }
         case OPT_IMAGE: o.image = optarg; break;
         case OPT_PROMPT: if (parse_int(optarg, "--prompt-tokens", 0, 1 << 20, &o.prompt_tokens)) return 1; break;
         case OPT_GEN: if (parse_int(optarg, "--gen-tokens", 2, 1 << 20, &o.gen_tokens)) return 1; break;
@@ -372,6 +396,7 @@ int bench_model(int argc, char **argv) {
     llava_model_options mo;
     llava_model_options_default(&mo);
     mo.n_threads = o.threads;
+    mo.quant = o.quant == 1 + TENSOR_Q8_0 ? LLAVA_QUANT_Q8_0 : o.quant == 1 + TENSOR_Q4_0 ? LLAVA_QUANT_Q4_0 : LLAVA_QUANT_NONE;
     llava_model *m = NULL;
     llava_session *s = NULL;
     llava_error err;
@@ -426,7 +451,7 @@ int bench_model(int argc, char **argv) {
          * halfway through the generated tokens */
         double ctx = r.positions + o.gen_tokens / 2.0;
         double kv = 2.0 * tc->num_hidden_layers * tc->num_key_value_heads * tc->head_dim * ctx * 4.0;
-        r.bytes_per_token = decoder_weight_bytes(o.dir) + kv;
+        r.bytes_per_token = decoder_weight_bytes(o.dir, o.quant) + kv;
         r.vision_gflop = vision_flops(cfg, llava_model_feature_rows(m)) * 1e-9;
         r.prefill_gflop = prefill_flops(tc, r.positions) * 1e-9;
         if (r.have_bounds) {

@@ -6,6 +6,7 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "tensor/quant.h"
 #include "tensor/tensor.h"
 #include "text/tokenizer.h"
 
@@ -14,6 +15,7 @@ typedef struct llava_matrix {
     const void *data;
     llava_dtype type;
     int rows, cols;
+    int quant;          /* 1 + tensor_qtype when data holds quantized blocks; 0: type */
 } llava_matrix;
 
 typedef struct clip_layer {
@@ -70,11 +72,15 @@ struct llava_model {
     float *small;                              /* every f32 copy above, one allocation */
     int vision_layers_run;                     /* encoder layers up to the selected one */
     int image_tokens;                          /* positions per image (N, or N + 1 for "full") */
+    void **quant_bufs;                         /* matrices quantized at load, one block each */
+    int n_quant_bufs;
 };
 
 /* ---- loading (weights.c) ---- */
 
 llava_status llava_weights_bind(llava_model *m, llava_error *err);
+/* Quantizes the bound matrices the options ask for (after the pool exists: it does the work). */
+llava_status llava_weights_quantize(llava_model *m, llava_error *err);
 
 /* ---- the vision tower and projector (clip.c) ---- */
 
@@ -170,7 +176,10 @@ void llava_apply_act(hf_act act, float *x, size_t n);
 /* y[M, N] = x[M, K] · Wᵀ + bias, checking nothing (shapes are checked at load). */
 static inline void llava_linear(tensor_pool *pool, float *y, const float *x, const llava_matrix *w,
                                 const float *bias, int M) {
-    tensor_matmul(pool, y, x, w->data, w->type, bias, M, w->rows, w->cols);
+    if (w->quant)
+        tensor_matmul_q(pool, y, x, w->data, (tensor_qtype)(w->quant - 1), bias, M, w->rows, w->cols);
+    else
+        tensor_matmul(pool, y, x, w->data, w->type, bias, M, w->rows, w->cols);
 }
 double llava_now_ms(void);
 

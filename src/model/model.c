@@ -137,6 +137,7 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
             st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "could not start %d compute threads",
                                  m->opt.n_threads);
     }
+    if (st == LLAVA_OK && m->opt.quant != LLAVA_QUANT_NONE) st = llava_weights_quantize(m, err);
     if (st != LLAVA_OK) {
         llava_model_free(m);
         return st;
@@ -154,6 +155,8 @@ void llava_model_free(llava_model *m) {
     free(m->small);
     free(m->clip.layers);
     free(m->dec.layers);
+    for (int i = 0; i < m->n_quant_bufs; i++) free(m->quant_bufs[i]);
+    free(m->quant_bufs);
     free(m);
 }
 

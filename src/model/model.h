@@ -24,10 +24,20 @@ typedef struct llava_model llava_model;
 
 /* ---- loading ---- */
 
+/* Quantization of weights at load (tensor/quant.h), and the parts it applies to. */
+typedef enum llava_quant { LLAVA_QUANT_NONE, LLAVA_QUANT_Q8_0, LLAVA_QUANT_Q4_0 } llava_quant;
+enum { LLAVA_PART_VISION = 1, LLAVA_PART_PROJECTOR = 2, LLAVA_PART_TEXT = 4, LLAVA_PART_LM_HEAD = 8 };
+
 typedef struct llava_model_options {
     int n_threads;      /* compute pool size; <= 0: the number of online cores */
     int n_ctx;          /* context limit in positions; <= 0: text_config.max_position_embeddings */
     int prefill_chunk;  /* prompt positions per decoder pass (cancel granularity); <= 0: 256 */
+    /* NONE keeps the weights as stored (exact f32 arithmetic); Q8_0 / Q4_0 quantize the matrices
+     * of the parts in quant_parts (LLAVA_PART_* bits; 0: all) and compute them with int8
+     * products. Embeddings and the patch convolution stay as stored. Matrices a checkpoint
+     * already holds quantized (`llava quantize`) are used as they are, whatever this says. */
+    llava_quant quant;
+    unsigned quant_parts;
 } llava_model_options;
 
 /* Fills the defaults above (all zero). */

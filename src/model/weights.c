@@ -1,9 +1,12 @@
 /* Finding every tensor of a llava-hf checkpoint by name, in either naming layout, checking its
  * dtype and shape against the config, and binding it: big matrices in place, small vectors (norms,
  * biases, embeddings of the vision tower) converted once to f32. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "base/error.h"
 #include "model/internal.h"
@@ -68,12 +71,37 @@ static const st_tensor *find(binder *b, const char *prefix, const char *name, in
     return t;
 }
 
+/* A matrix stored in the blocks of `llava quantize`: U8 [ceil(rows/16), cols/32, block bytes],
+ * the block size telling the format. */
+static bool quant_matrix(binder *b, const st_tensor *t, const char *full, int rows, int cols,
+                         llava_matrix *out) {
+    int64_t groups = (rows + TENSOR_QROWS - 1) / TENSOR_QROWS;
+    for (int q = 0; q < TENSOR_QTYPE_COUNT; q++) {
+        if (!tensor_quant_shape_ok(rows, cols) || t->ndim != 3 || t->shape[0] != groups ||
+            t->shape[1] != cols / TENSOR_QK || t->shape[2] != (int64_t)tensor_qtype_block_bytes((tensor_qtype)q))
+            continue;
+        *out = (llava_matrix){t->data, t->dtype, rows, cols, 1 + q};
+        return true;
+    }
+    char have[96];
+    shape_str(have, sizeof have, t->ndim, t->shape);
+    llava_error_set(b->err, LLAVA_ERR_FORMAT,
+                    "%s: tensor '%s' is U8 %s, not the Q8_0 or Q4_0 blocks of a [%d, %d] matrix "
+                    "([%lld, %d, 544] or [%lld, %d, 288])", t->file, full, have, rows, cols,
+                    (long long)groups, cols / TENSOR_QK, (long long)groups, cols / TENSOR_QK);
+    return false;
+}
+
 static bool matrix(binder *b, const char *prefix, const char *name, int rows, int cols,
                    llava_matrix *out) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", prefix, name);
+    const st_tensor *qt = st_set_find(b->m->weights, full);
+    if (qt && qt->dtype == LLAVA_DTYPE_U8) return quant_matrix(b, qt, full, rows, cols, out);
     int64_t shape[2] = {rows, cols};
     const st_tensor *t = find(b, prefix, name, 2, shape);
     if (!t) return false;
-    *out = (llava_matrix){t->data, t->dtype, rows, cols};
+    *out = (llava_matrix){t->data, t->dtype, rows, cols, 0};
     return true;
 }
 
@@ -124,7 +152,7 @@ static bool bind_vision(binder *b) {
     int64_t conv[4] = {dv, v->num_channels, p, p};
     const st_tensor *t = find(b, P, "embeddings.patch_embedding.weight", 4, conv);
     if (!t) return false;
-    w->patch = (llava_matrix){t->data, t->dtype, dv, v->num_channels * p * p};
+    w->patch = (llava_matrix){t->data, t->dtype, dv, v->num_channels * p * p, 0};
     int64_t pos[2] = {(int64_t)grid * grid + 1, dv};
     if (!vec(b, P, "embeddings.class_embedding", dv, &w->class_emb) ||
         !small_f32(b, P, "embeddings.position_embedding.weight", 2, pos, &w->pos_emb) ||
@@ -215,4 +243,60 @@ llava_status llava_weights_bind(llava_model *m, llava_error *err) {
     binder b = {m, lay, m->small, m->small + n_small, err};
     if (!bind_vision(&b) || !bind_text(&b)) return err ? err->code : LLAVA_ERR_FORMAT;
     return LLAVA_OK;
+}
+
+/* ---- quantization at load ---- */
+
+/* Quantizes *w in place of its binding (a new block owned by the model) unless it is already
+ * quantized or its shape does not take blocks. The source pages are then dropped from this
+ * process (they are file pages of a read-only private mapping, re-read on demand), so peak
+ * memory stays near the quantized size instead of source + quantized. */
+static llava_status quantize_one(llava_model *m, llava_matrix *w, tensor_qtype qt, llava_error *err) {
+    if (w->quant || !tensor_quant_shape_ok(w->rows, w->cols)) return LLAVA_OK;
+    size_t bytes = tensor_quant_bytes(qt, w->rows, w->cols);
+    void *buf = malloc(bytes);
+    void **list = realloc(m->quant_bufs, (size_t)(m->n_quant_bufs + 1) * sizeof *list);
+    if (!buf || !list) {
+        free(buf);
+        if (list) m->quant_bufs = list;
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory quantizing a [%d, %d] matrix",
+                               m->dir, w->rows, w->cols);
+    }
+    m->quant_bufs = list;
+    m->quant_bufs[m->n_quant_bufs++] = buf;
+    if (tensor_quantize(m->pool, buf, qt, w->data, w->type, w->rows, w->cols) != 0)
+        return llava_error_set(err, LLAVA_ERR_INTERNAL, "quantizing a [%d, %d] %s matrix failed", w->rows,
+                               w->cols, llava_dtype_name(w->type));
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
+    uintptr_t hi = ((uintptr_t)w->data + (size_t)w->rows * w->cols * llava_dtype_size(w->type)) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    *w = (llava_matrix){buf, LLAVA_DTYPE_U8, w->rows, w->cols, 1 + (int)qt};
+    return LLAVA_OK;
+}
+
+llava_status llava_weights_quantize(llava_model *m, llava_error *err) {
+    tensor_qtype qt = m->opt.quant == LLAVA_QUANT_Q4_0 ? TENSOR_Q4_0 : TENSOR_Q8_0;
+    unsigned parts = m->opt.quant_parts ? m->opt.quant_parts : 0xf;
+    llava_status st = LLAVA_OK;
+    if (parts & LLAVA_PART_VISION)
+        for (int i = 0; i < m->cfg.vision.num_hidden_layers && st == LLAVA_OK; i++) {
+            clip_layer *L = &m->clip.layers[i];
+            llava_matrix *ws[6] = {&L->q, &L->k, &L->v, &L->o, &L->fc1, &L->fc2};
+            for (int j = 0; j < 6 && st == LLAVA_OK; j++) st = quantize_one(m, ws[j], qt, err);
+        }
+    if (parts & LLAVA_PART_PROJECTOR) {
+        if (st == LLAVA_OK) st = quantize_one(m, &m->clip.proj1, qt, err);
+        if (st == LLAVA_OK) st = quantize_one(m, &m->clip.proj2, qt, err);
+    }
+    if (parts & LLAVA_PART_TEXT)
+        for (int i = 0; i < m->cfg.text.num_hidden_layers && st == LLAVA_OK; i++) {
+            decoder_layer *L = &m->dec.layers[i];
+            llava_matrix *ws[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+            for (int j = 0; j < 7 && st == LLAVA_OK; j++) st = quantize_one(m, ws[j], qt, err);
+        }
+    /* a tied head shares embed_tokens' data: quantizing makes a separate copy, and the embedding
+     * re-reads from the file the rows whose pages were dropped */
+    if ((parts & LLAVA_PART_LM_HEAD) && st == LLAVA_OK) st = quantize_one(m, &m->dec.lm_head, qt, err);
+    return st;
 }
