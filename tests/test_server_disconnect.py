@@ -10,38 +10,15 @@ calibration run of the same request (the server's per-phase times in /metrics)."
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "server_clients"))
-from serverlib import Server, check, fixture, run_tests  # noqa: E402
+from serverlib import Server, check, fixture, run_tests, slow_model  # noqa: E402
 
-SOURCE = os.environ.get("LLAVA_SOURCE_DIR", os.path.join(HERE, ".."))
 FX = fixture("tiny-f32")
 CANCELLED = 'llava_requests_total{outcome="cancelled"}'
-
-
-def slow_model():
-    out = os.path.join(os.environ.get("LLAVA_BUILD_DIR", "/tmp"), "server-test-slow-model")
-    if os.path.exists(os.path.join(out, "model.safetensors")):
-        return out
-    sets = ["vision_config.hidden_size=256", "vision_config.num_hidden_layers=8",
-            "vision_config.num_attention_heads=4", "vision_config.intermediate_size=1024",
-            "text_config.hidden_size=256", "text_config.num_hidden_layers=4",
-            "text_config.num_attention_heads=4", "text_config.num_key_value_heads=4",
-            "text_config.intermediate_size=688", "text_config.max_position_embeddings=4096"]
-    cmd = ["/usr/bin/python3", os.path.join(SOURCE, "tools", "make_checkpoint.py"),
-           "--config", os.path.join(SOURCE, "tests", "data", "llava-1.5-7b-hf", "config.json"),
-           "--tokenizer", os.path.join(SOURCE, "tests", "data", "llava-1.5-7b-hf"),
-           "--dtype", "f16", "--out", out + ".tmp", "--quiet"]
-    for s in sets:
-        cmd += ["--set", s]
-    subprocess.run(["rm", "-rf", out + ".tmp"], check=True)
-    subprocess.run(cmd, check=True, timeout=300)
-    os.rename(out + ".tmp", out)
-    return out
 
 
 def body(n_images=1, text="Describe it.", max_tokens=1, stream=False):

@@ -42,6 +42,34 @@ def fixture(name):
     }
 
 
+def slow_model():
+    """A random-weight checkpoint slow enough to catch a request inside one phase on one thread
+    (vision 256 wide x 8 layers at 336 px: ~0.3 s per image; text 256 x 4 layers: ~10 ms per
+    token), written by tools/make_checkpoint.py (~50 MB) once into the build folder."""
+    out = os.path.join(os.environ.get("LLAVA_BUILD_DIR", tempfile.gettempdir()), "server-test-slow-model")
+    if os.path.exists(os.path.join(out, "model.safetensors")):
+        return out
+    source = os.environ.get("LLAVA_SOURCE_DIR", os.path.join(HERE, "..", ".."))
+    sets = ["vision_config.hidden_size=256", "vision_config.num_hidden_layers=8",
+            "vision_config.num_attention_heads=4", "vision_config.intermediate_size=1024",
+            "text_config.hidden_size=256", "text_config.num_hidden_layers=4",
+            "text_config.num_attention_heads=4", "text_config.num_key_value_heads=4",
+            "text_config.intermediate_size=688", "text_config.max_position_embeddings=4096"]
+    tmp = f"{out}.tmp{os.getpid()}"
+    cmd = ["/usr/bin/python3", os.path.join(source, "tools", "make_checkpoint.py"),
+           "--config", os.path.join(source, "tests", "data", "llava-1.5-7b-hf", "config.json"),
+           "--tokenizer", os.path.join(source, "tests", "data", "llava-1.5-7b-hf"),
+           "--dtype", "f16", "--out", tmp, "--quiet"]
+    for s in sets:
+        cmd += ["--set", s]
+    subprocess.run(cmd, check=True, timeout=300)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another test wrote it meanwhile
+        subprocess.run(["rm", "-rf", tmp], check=True)
+    return out
+
+
 class Server:
     """One `llava serve` process on 127.0.0.1 and a free port."""
 
