@@ -357,6 +357,15 @@ static void test_bad_shape(void **state) {
     assert_true(isnan(y[0]) && isnan(y[1]));
 }
 
+/* The int8 peak probe runs and gives a rate above the same path's useful work in the products
+ * (a bound must not be below what is achieved). */
+static void test_peak_probe(void **state) {
+    (void)state;
+    double peak = tensor_quant_probe_peak_ops(NULL, 0.05);
+    assert_true(peak > 1e8);
+    print_message("int8 peak, 1 thread: %.1f GOP/s (%s)\n", peak * 1e-9, tensor_quant_path_name());
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_and_sizes),
@@ -367,6 +376,7 @@ int main(void) {
         cmocka_unit_test(test_paths_match_reference),
         cmocka_unit_test(test_error_vs_f32),
         cmocka_unit_test(test_bad_shape),
+        cmocka_unit_test(test_peak_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,9 +3,11 @@
  * of the product (activations quantized once per call, then tiles of rows × row groups split
  * over the pool). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "tensor/quant_kernels.h"
 
@@ -218,6 +220,18 @@ static void tile_q4_0_scalar(float *y, size_t ldy, const quant_act *a, int m0, i
     tile_scalar(TENSOR_Q4_0, y, ldy, a, m0, mr, w, gstride, ng, b0, b1, accumulate);
 }
 
+static double dot_loop_scalar(long iters) {
+    /* 8 independent int32 chains of 4-byte dot products, as the vector paths do per lane */
+    volatile int32_t seed = 3;
+    int32_t acc[8] = {0}, a = seed, b = seed + 1;
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 8; j++) acc[j] += (a + j) * b + (a - j) * (b + 1) + a * (b + j) + (a + 1) * b;
+    int32_t s = 0;
+    for (int j = 0; j < 8; j++) s += acc[j];
+    seed = s;
+    return (double)iters * 8 * 4 * 2;
+}
+
 const quant_kernels quant_kernels_scalar = {
     .path = QUANT_PATH_SCALAR,
     .name = "scalar",
@@ -225,6 +239,7 @@ const quant_kernels quant_kernels_scalar = {
     .ng = 1,
     .quantize_act = quantize_act_scalar,
     .tile = {tile_q8_0_scalar, tile_q4_0_scalar},
+    .dot_loop = dot_loop_scalar,
 };
 
 /* ---- choice of path ---- */
@@ -276,6 +291,48 @@ const quant_kernels *quant_kernels_active(void) {
 }
 
 const char *tensor_quant_path_name(void) { return quant_kernels_active()->name; }
+
+/* ---- peak rate probe ---- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+typedef struct dot_probe {
+    const quant_kernels *k;
+    long iters;
+    _Atomic double ops;
+} dot_probe;
+
+static void dot_probe_slice(void *ctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
+    dot_probe *c = ctx;
+    double f = c->k->dot_loop(c->iters);
+    double old = atomic_load(&c->ops);
+    while (!atomic_compare_exchange_weak(&c->ops, &old, old + f)) {}
+}
+
+double tensor_quant_probe_peak_ops(tensor_pool *pool, double seconds) {
+    dot_probe c = {.k = quant_kernels_active(), .iters = 1000};
+    for (;;) { /* calibrate: one pass about a tenth of the time asked for */
+        double t0 = now_s();
+        c.k->dot_loop(c.iters);
+        if (now_s() - t0 > seconds / 10 || c.iters > (1L << 40)) break;
+        c.iters *= 2;
+    }
+    double best = 0, t_end = now_s() + seconds;
+    do {
+        atomic_store(&c.ops, 0.0);
+        double t0 = now_s();
+        tensor_pool_run(pool, dot_probe_slice, &c);
+        double rate = atomic_load(&c.ops) / (now_s() - t0);
+        if (rate > best) best = rate;
+    } while (now_s() < t_end);
+    return best;
+}
 
 /* ---- the product ---- */
 

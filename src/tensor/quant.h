@@ -70,6 +70,12 @@ void tensor_dequantize_row(float *dst, const void *q, tensor_qtype t, int cols, 
 void tensor_matmul_q(tensor_pool *pool, float *y, const float *x, const void *w, tensor_qtype t,
                      const float *bias, int M, int N, int K);
 
+/* Peak rate of the int8 path in use, in operations per second (a multiply-add counts 2, as
+ * flops do): a register-only loop of its dot-product instruction on every thread of pool (NULL:
+ * the caller alone) for about `seconds`. The bound quantized prompt and image products are
+ * judged against, as tensor_probe_peak_flops is for f32 ones. */
+double tensor_quant_probe_peak_ops(tensor_pool *pool, double seconds);
+
 /* The int8 path in use ("scalar", "avx2", "avx-vnni", "avx512-vnni"): the best the CPU has
  * within tensor_isa_active(). */
 const char *tensor_quant_path_name(void);

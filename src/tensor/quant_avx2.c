@@ -108,6 +108,33 @@ TILE_FN(tile_q4_0_avx2, TGT2, tile_body_avx2, 1)
 TILE_FN(tile_q8_0_avxvnni, TGTV, tile_body_vnni, 0)
 TILE_FN(tile_q4_0_avxvnni, TGTV, tile_body_vnni, 1)
 
+/* Register-only loops of each form's dot step, 8 independent chains. */
+static TGT2 double dot_loop_avx2(long iters) {
+    __m256i acc[8];
+    const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_set1_epi32(j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 8; j++) acc[j] = step_q4_avx2(acc[j], a, b);
+    __m256i s = acc[0];
+    for (int j = 1; j < 8; j++) s = _mm256_add_epi32(s, acc[j]);
+    volatile int sink = _mm256_extract_epi32(s, 0);
+    (void)sink;
+    return (double)iters * 8 * 32 * 2;
+}
+
+static TGTV double dot_loop_vnni(long iters) {
+    __m256i acc[8];
+    const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(-2);
+    for (int j = 0; j < 8; j++) acc[j] = _mm256_set1_epi32(j);
+    for (long i = 0; i < iters; i++)
+        for (int j = 0; j < 8; j++) acc[j] = step_vnni(acc[j], a, b);
+    __m256i s = acc[0];
+    for (int j = 1; j < 8; j++) s = _mm256_add_epi32(s, acc[j]);
+    volatile int sink = _mm256_extract_epi32(s, 0);
+    (void)sink;
+    return (double)iters * 8 * 32 * 2;
+}
+
 const quant_kernels quant_kernels_avx2 = {
     .path = QUANT_PATH_AVX2,
     .name = "avx2",
@@ -115,6 +142,7 @@ const quant_kernels quant_kernels_avx2 = {
     .ng = 1,
     .quantize_act = quantize_act_avx2,
     .tile = {tile_q8_0_avx2, tile_q4_0_avx2},
+    .dot_loop = dot_loop_avx2,
 };
 
 const quant_kernels quant_kernels_avxvnni = {
@@ -124,6 +152,7 @@ const quant_kernels quant_kernels_avxvnni = {
     .ng = 1,
     .quantize_act = quantize_act_avx2,
     .tile = {tile_q8_0_avxvnni, tile_q4_0_avxvnni},
+    .dot_loop = dot_loop_vnni,
 };
 
 #endif

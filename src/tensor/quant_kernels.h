@@ -44,6 +44,10 @@ typedef struct quant_kernels {
     void (*tile[TENSOR_QTYPE_COUNT])(float *y, size_t ldy, const quant_act *a, int m0, int mr,
                                      const uint8_t *w, size_t gstride, int ng, int b0, int b1,
                                      int accumulate);
+
+    /* iters rounds of independent dot-product instructions on registers only; returns the
+     * operations done (2 per multiply-add), for tensor_quant_probe_peak_ops. */
+    double (*dot_loop)(long iters);
 } quant_kernels;
 
 extern const quant_kernels quant_kernels_scalar;
