@@ -411,7 +411,7 @@ srv_parsed *srv_parse_request(srv_api api, const char *body, size_t len,
     }
     json_error_t je;
     /* duplicate keys are refused: which one a client meant is anybody's guess */
-    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!root) {
         pfail(&c, "", "invalid JSON at line %d, column %d: %s", je.line, je.column, je.text);
         goto out;
