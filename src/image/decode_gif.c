@@ -223,21 +223,22 @@ llava_status image_decode_gif(const uint8_t *bytes, size_t len, const image_limi
 
     size_t npx = (size_t)cw * ch;
     uint8_t *idx = malloc(npx);
-    uint8_t *rgb = image_alloc_rgb(cw, ch);
-    if (!idx || !rgb) {
-        free(idx);
-        free(rgb);
+    if (!idx)
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "GIF: out of memory for %dx%d pixels", cw,
                                ch);
-    }
     memset(idx, transparency >= 0 ? transparency : 0, npx);
     frame_writer f = {
         idx, cw, x0, y0, fw, fh, 0, 0, (fflags & 0x40) ? 8 : 1, (fflags & 0x40) ? 1 : 0, 0};
     st = lzw_decode(&r, lzw_bits, &f, err);
     if (st != LLAVA_OK) {
         free(idx);
-        free(rgb);
         return st;
+    }
+    uint8_t *rgb = image_alloc_rgb(cw, ch); /* only once the frame decoded */
+    if (!rgb) {
+        free(idx);
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "GIF: out of memory for %dx%d pixels", cw,
+                               ch);
     }
     const uint8_t *pal = local ? local : global;
     int n_pal = local ? n_local : n_global;
