@@ -257,6 +257,11 @@ static void test_errors(void **state) {
     c.do_center_crop = false;
     assert_int_equal(image_preprocess_size(&c, 1, 16384, &oh, &ow, &err), LLAVA_ERR_LIMIT);
     assert_int_equal(image_preprocess_size(&c, 0, 5, &oh, &ow, &err), LLAVA_ERR_INVALID_ARGUMENT);
+    c = clip336();
+    c.do_pad = true;
+    assert_int_equal(image_preprocess_size(&c, 16384, 1, &oh, &ow, &err), LLAVA_ERR_LIMIT);
+    assert_non_null(strstr(err.message, "padding 16384x1"));
+    assert_int_equal(image_preprocess_size(&c, 4000, 3000, &oh, &ow, &err), LLAVA_OK);
 }
 
 int main(void) {

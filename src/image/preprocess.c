@@ -19,6 +19,10 @@ llava_status image_plan_make(const hf_preprocess_config *cfg, int width, int hei
     if (cfg->do_pad && w != h) {
         p->pad_size = w > h ? w : h;
         w = h = p->pad_size;
+        /* the square is materialised: a 16384 x 1 image would make it 805 MB */
+        if ((int64_t)w * h > ((int64_t)64 << 20))
+            return llava_error_set(err, LLAVA_ERR_LIMIT, "preprocess: padding %dx%d to a square "
+                                   "of %d pixels a side is too large", width, height, w);
     }
     if (cfg->do_resize) {
         if (cfg->shortest_edge > 0) {
