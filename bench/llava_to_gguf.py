@@ -234,7 +234,9 @@ def write_text(gguf, ckpt, folder, cfg, out_path, name):
     tc = folder / "tokenizer_config.json"
     if tc.is_file():
         tcj = json.loads(tc.read_text())
-        if "add_prefix_space" in tcj:
+        # the converter writes the key whenever it is present; JSON null there means "unset"
+        # (the tokenizer's default, a prefix space for LLaMA), not false
+        if tcj.get("add_prefix_space") is not None:
             w.add_add_space_prefix(tcj["add_prefix_space"])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     stream(w, plan)
