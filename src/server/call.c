@@ -6,9 +6,12 @@
 #include <ctype.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -146,6 +149,10 @@ static void watch_connection(srv_call *c) {
     struct timeval wt = {c->srv->cfg.idle_timeout_s, 0};
     bufferevent_set_timeouts(bev, NULL, &wt);
     bufferevent_enable(bev, EV_READ);
+    /* tokens go out as small writes: without this, Nagle's algorithm holds each one back until
+     * the previous is acknowledged (up to a delayed-ACK timeout on real networks) */
+    int one = 1;
+    setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* ---- streaming ---- */

@@ -75,7 +75,10 @@ class Server:
 
     def __init__(self, model, *args, env=None, ready=True, timeout=60):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="llava-serve-", suffix=".log", delete=False)
-        cmd = [LLAVA_BIN, "serve", "-m", model, "--port", "0", "--model-name", "test-model"] + list(args)
+        # one compute thread unless a test asks otherwise: the models are small and the
+        # machines running the tests are often shared
+        threads = [] if "--threads" in args else ["--threads", "1"]
+        cmd = [LLAVA_BIN, "serve", "-m", model, "--port", "0", "--model-name", "test-model"] + threads + list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
