@@ -42,19 +42,30 @@ def fixture(name):
     }
 
 
+def sanitized():
+    """True when LLAVA_BIN is a sanitizer build (much slower; memory held in quarantine)."""
+    p = subprocess.run(["ldd", LLAVA_BIN], capture_output=True, text=True)
+    return "libasan" in p.stdout or "libtsan" in p.stdout
+
+
 def slow_model():
     """A random-weight checkpoint slow enough to catch a request inside one phase on one thread
     (vision 256 wide x 8 layers at 336 px: ~0.3 s per image; text 256 x 4 layers: ~10 ms per
-    token), written by tools/make_checkpoint.py (~50 MB) once into the build folder."""
-    out = os.path.join(os.environ.get("LLAVA_BUILD_DIR", tempfile.gettempdir()), "server-test-slow-model")
+    token), written by tools/make_checkpoint.py (~50 MB) once into the build folder. Sanitizer
+    builds run unoptimized code, so they get one a quarter of the work (128 wide, half the
+    layers) that is about as slow there."""
+    small = sanitized()
+    name = "server-test-slow-model" + ("-small" if small else "")
+    out = os.path.join(os.environ.get("LLAVA_BUILD_DIR", tempfile.gettempdir()), name)
     if os.path.exists(os.path.join(out, "model.safetensors")):
         return out
     source = os.environ.get("LLAVA_SOURCE_DIR", os.path.join(HERE, "..", ".."))
-    sets = ["vision_config.hidden_size=256", "vision_config.num_hidden_layers=8",
-            "vision_config.num_attention_heads=4", "vision_config.intermediate_size=1024",
-            "text_config.hidden_size=256", "text_config.num_hidden_layers=4",
+    w, ffn_v, ffn_t, lv, lt = (128, 512, 344, 4, 2) if small else (256, 1024, 688, 8, 4)
+    sets = [f"vision_config.hidden_size={w}", f"vision_config.num_hidden_layers={lv}",
+            "vision_config.num_attention_heads=4", f"vision_config.intermediate_size={ffn_v}",
+            f"text_config.hidden_size={w}", f"text_config.num_hidden_layers={lt}",
             "text_config.num_attention_heads=4", "text_config.num_key_value_heads=4",
-            "text_config.intermediate_size=688", "text_config.max_position_embeddings=4096"]
+            f"text_config.intermediate_size={ffn_t}", "text_config.max_position_embeddings=4096"]
     tmp = f"{out}.tmp{os.getpid()}"
     cmd = ["/usr/bin/python3", os.path.join(source, "tools", "make_checkpoint.py"),
            "--config", os.path.join(source, "tests", "data", "llava-1.5-7b-hf", "config.json"),
