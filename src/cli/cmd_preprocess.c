@@ -24,9 +24,9 @@ static void usage(FILE *out) {
             "  --repeat N decode and preprocess N more times from memory and print the times\n");
 }
 
-static double now_ms(void) {
+static double clock_ms(clockid_t id) {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(id, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -35,47 +35,55 @@ static int cmp_double(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
+enum { T_DECODE, T_PREPROCESS, T_TOTAL, T_ONE_CALL, T_COUNT };
+
 /* Times decoding (from bytes already in memory) and preprocessing, `runs` times each, and the
  * one-call image_decode_preprocess (which streams JPEG rows through the resize); prints the
- * minimum and the median of each. */
+ * minimum and median wall time of each, and the minimum CPU time of this thread (the figure
+ * that stays meaningful on a machine shared with other work). */
 static llava_status time_runs(const char *path, const hf_preprocess_config *cfg, float *pixels,
                               size_t cap, int runs, llava_error *err) {
     char *data = NULL;
     size_t len = 0;
     llava_status st = llava_read_file(path, (size_t)256 << 20, &data, &len, err);
     if (st != LLAVA_OK) return st;
-    double *t = calloc((size_t)runs * 4, sizeof *t);
-    if (!t) {
+    double *wall = calloc((size_t)runs * T_COUNT * 2, sizeof *wall);
+    if (!wall) {
         free(data);
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "preprocess: out of memory");
     }
+    double *cpu = wall + (size_t)runs * T_COUNT;
     for (int r = 0; r < runs && st == LLAVA_OK; r++) {
+        double w[4], c[4];
         image_rgb img;
-        double t0 = now_ms();
+        w[0] = clock_ms(CLOCK_MONOTONIC), c[0] = clock_ms(CLOCK_THREAD_CPUTIME_ID);
         st = image_decode_memory(data, len, NULL, &img, err);
-        double t1 = now_ms();
+        w[1] = clock_ms(CLOCK_MONOTONIC), c[1] = clock_ms(CLOCK_THREAD_CPUTIME_ID);
         if (st == LLAVA_OK)
             st =
                 image_preprocess(img.rgb, img.width, img.height, cfg, pixels, cap, NULL, NULL, err);
-        double t2 = now_ms();
         image_free(&img);
+        w[2] = clock_ms(CLOCK_MONOTONIC), c[2] = clock_ms(CLOCK_THREAD_CPUTIME_ID);
         if (st == LLAVA_OK)
             st = image_decode_preprocess(data, len, NULL, cfg, pixels, cap, NULL, NULL, err);
-        double t3 = now_ms();
-        t[r] = t1 - t0;
-        t[runs + r] = t2 - t1;
-        t[2 * runs + r] = t2 - t0;
-        t[3 * runs + r] = t3 - t2;
-    }
-    if (st == LLAVA_OK) {
-        static const char *names[4] = {"decode", "preprocess", "total", "one call"};
-        for (int k = 0; k < 4; k++) {
-            qsort(t + (size_t)k * runs, (size_t)runs, sizeof *t, cmp_double);
-            printf("%-10s min %8.2f ms  median %8.2f ms  (%d runs)\n", names[k], t[k * runs],
-                   t[k * runs + runs / 2], runs);
+        w[3] = clock_ms(CLOCK_MONOTONIC), c[3] = clock_ms(CLOCK_THREAD_CPUTIME_ID);
+        const int from[T_COUNT] = {0, 1, 0, 2}, to[T_COUNT] = {1, 2, 2, 3};
+        for (int k = 0; k < T_COUNT; k++) {
+            wall[(size_t)k * runs + r] = w[to[k]] - w[from[k]];
+            cpu[(size_t)k * runs + r] = c[to[k]] - c[from[k]];
         }
     }
-    free(t);
+    if (st == LLAVA_OK) {
+        static const char *names[T_COUNT] = {"decode", "preprocess", "total", "one call"};
+        for (int k = 0; k < T_COUNT; k++) {
+            double *tw = wall + (size_t)k * runs, *tc = cpu + (size_t)k * runs;
+            qsort(tw, (size_t)runs, sizeof *tw, cmp_double);
+            qsort(tc, (size_t)runs, sizeof *tc, cmp_double);
+            printf("%-10s wall min %8.2f ms  median %8.2f ms   cpu min %8.2f ms  (%d runs)\n",
+                   names[k], tw[0], tw[runs / 2], tc[0], runs);
+        }
+    }
+    free(wall);
     free(data);
     return st;
 }
