@@ -56,6 +56,9 @@ static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api
     char day[24];
     strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(c->created_at, sizeof c->created_at, "%s.%06ldZ", day, (long)tv.tv_usec);
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    c->t_start = (double)mono.tv_sec * 1e3 + (double)mono.tv_nsec / 1e6;
     c->next = s->calls;
     if (s->calls) s->calls->prev = c;
     s->calls = c;
@@ -63,8 +66,24 @@ static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api
     return c;
 }
 
+static const char *path_of(srv_api api) {
+    switch (api) {
+    case SRV_API_OPENAI_CHAT: return "/v1/chat/completions";
+    case SRV_API_OLLAMA_CHAT: return "/api/chat";
+    default: return "/api/generate";
+    }
+}
+
 void srv_call_free(srv_call *c) {
     srv_server *s = c->srv;
+    struct timespec mono;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    double ms = (double)mono.tv_sec * 1e3 + (double)mono.tv_nsec / 1e6 - c->t_start;
+    if (c->gone)
+        srv_log(s, "POST %s: client left after %d tokens, %.0f ms", path_of(c->api), c->tokens, ms);
+    else
+        srv_log(s, "POST %s %d%s: %d tokens, %.0f ms", path_of(c->api), c->status,
+                c->stream ? " (stream)" : "", c->tokens, ms);
     if (c->req) {
         struct evhttp_connection *conn = evhttp_request_get_connection(c->req);
         if (conn) evhttp_connection_set_closecb(conn, NULL, NULL);
@@ -107,6 +126,7 @@ static void call_fail(srv_call *c, int status, const char *message, const char *
     if (c->req && !c->gone) {
         release_connection(c);
         srv_reply_error(c->srv, c->req, is_openai(c), status, message, param);
+        c->status = status;
     }
     c->req = NULL;
     srv_call_free(c);
@@ -164,6 +184,7 @@ static void start_stream(srv_call *c) {
     evhttp_add_header(h, "Cache-Control", "no-cache");
     evhttp_send_reply_start(c->req, 200, "OK");
     c->started = true;
+    c->status = 200;
     c->srv->stats.http[SRV_HTTP_2XX]++;
     if (is_openai(c)) {
         srv_answer a = answer_of(c);
@@ -278,6 +299,7 @@ static void on_done_event(srv_call *c, const llava_event *ev) {
                               : srv_ollama_final(&a, chat, text, len, reason, &ev->usage, t);
     release_connection(c);
     srv_reply(s, c->req, 200, NULL, body);
+    c->status = 200;
     c->req = NULL;
     srv_call_free(c);
 }
@@ -407,6 +429,7 @@ static void answer_load(srv_call *c) {
     free(obj);
     release_connection(c);
     srv_reply(c->srv, c->req, 200, c->stream ? "application/x-ndjson" : NULL, body);
+    c->status = 200;
     c->req = NULL;
     srv_call_free(c);
 }

@@ -76,6 +76,8 @@ struct srv_call {
     bool wait_load;                 /* Ollama load-only request waiting for READY */
     struct evbuffer *text;          /* non-streamed answer so far */
     int tokens;                     /* TOKEN events seen */
+    int status;                     /* HTTP status answered (0: none, the client left) */
+    double t_start;                 /* monotonic ms, for the log line */
     char id_str[48];
     char created_at[40];
     int64_t created;
