@@ -2,8 +2,10 @@
  * thread calls submit, cancel and poll in turn N times (default 10,000) and reports each call's
  * latency distribution. The proof that no call waits for the worker is in the tail (p99.9, max).
  * The calls are spread out by a pause (-p microseconds, default 200), as an event loop's are, so
- * that they meet the worker in every phase of its work. A benchmark, not a test: figures depend
- * on the machine and its load.
+ * that they meet the worker in every phase of its work. Each call is bracketed by the thread's
+ * context-switch counts: a voluntary switch inside a call means it blocked (waited for another
+ * thread), an involuntary one that the scheduler took the CPU away (a loaded machine), which
+ * tells a slow call's cause. A benchmark, not a test: figures depend on the machine and its load.
  *
  *   engine_latency -m MODEL_DIR [-i IMAGE] [-n CALLS] [-t COMPUTE_THREADS] [-p PAUSE_US]
  */
@@ -12,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,14 +31,42 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void report(const char *name, double *v, size_t n) {
-    qsort(v, n, sizeof *v, cmp_double);
+/* One call's latency and whether the thread blocked or was preempted during it. */
+typedef struct sample {
+    double us;
+    long blocked, preempted;
+} sample;
+
+static void switches(long *vol, long *invol) {
+    struct rusage ru;
+    getrusage(RUSAGE_THREAD, &ru);
+    *vol = ru.ru_nvcsw;
+    *invol = ru.ru_nivcsw;
+}
+
+static void report(const char *name, const sample *s, size_t n) {
+    double *v = malloc(n * sizeof *v), *q = malloc(n * sizeof *q);
+    if (!v || !q) exit(1);
+    size_t nq = 0, blocked = 0, preempted = 0;
     double sum = 0;
-    for (size_t i = 0; i < n; i++) sum += v[i];
-#define PCT(p) v[(size_t)fmin((double)n - 1, ceil((p) / 100.0 * (double)n) - 1)]
-    printf("%-7s %6zu calls  mean %7.2f  p50 %7.2f  p99 %7.2f  p99.9 %8.2f  max %8.2f  (us)\n",
-           name, n, sum / (double)n, PCT(50), PCT(99), PCT(99.9), v[n - 1]);
+    for (size_t i = 0; i < n; i++) {
+        v[i] = s[i].us;
+        sum += v[i];
+        blocked += s[i].blocked > 0;
+        preempted += s[i].preempted > 0;
+        if (!s[i].preempted) q[nq++] = s[i].us;
+    }
+    qsort(v, n, sizeof *v, cmp_double);
+    qsort(q, nq, sizeof *q, cmp_double);
+#define PCT(a, m, p) a[(size_t)fmin((double)(m) - 1, ceil((p) / 100.0 * (double)(m)) - 1)]
+    printf("%-7s %6zu calls  mean %7.2f  p50 %7.2f  p99 %8.2f  p99.9 %8.2f  max %8.2f  (us)\n",
+           name, n, sum / (double)n, PCT(v, n, 50), PCT(v, n, 99), PCT(v, n, 99.9), v[n - 1]);
+    printf("        blocked in %zu calls, preempted in %zu; without the preempted ones: p99.9 "
+           "%.2f  max %.2f (us)\n", blocked, preempted, nq ? PCT(q, nq, 99.9) : 0.0,
+           nq ? q[nq - 1] : 0.0);
 #undef PCT
+    free(v);
+    free(q);
 }
 
 typedef struct state {
@@ -135,25 +166,32 @@ int main(int argc, char **argv) {
     memset(&small, 0, sizeof small);
     small.prompt = "USER: hi ASSISTANT:";
     small.max_tokens = 4;
-    double *t_submit = malloc((size_t)calls * sizeof(double));
-    double *t_cancel = malloc((size_t)calls * sizeof(double));
-    double *t_poll = malloc((size_t)calls * sizeof(double));
+    sample *t_submit = malloc((size_t)calls * sizeof(sample));
+    sample *t_cancel = malloc((size_t)calls * sizeof(sample));
+    sample *t_poll = malloc((size_t)calls * sizeof(sample));
     if (!t_submit || !t_cancel || !t_poll) return 1;
     int busy = 0, tokens_before = s.gen_tokens;
     double start = now_us();
     for (int i = 0; i < calls; i++) {
         llava_request_id id = 0;
+        long v0, i0, v1, i1, v2, i2, v3, i3;
+        switches(&v0, &i0);
         double t0 = now_us();
         llava_status st = llava_engine_submit(s.e, &small, &id, &err);
         double t1 = now_us();
+        switches(&v1, &i1);
         if (st != LLAVA_OK) busy++;
-        llava_engine_cancel(s.e, id);
         double t2 = now_us();
-        size_t n = llava_engine_poll(s.e, ev, 64);
+        llava_engine_cancel(s.e, id);
         double t3 = now_us();
-        t_submit[i] = t1 - t0;
-        t_cancel[i] = t2 - t1;
-        t_poll[i] = t3 - t2;
+        switches(&v2, &i2);
+        double t4 = now_us();
+        size_t n = llava_engine_poll(s.e, ev, 64);
+        double t5 = now_us();
+        switches(&v3, &i3);
+        t_submit[i] = (sample){t1 - t0, v1 - v0, i1 - i0};
+        t_cancel[i] = (sample){t3 - t2, v2 - v1, i2 - i1};
+        t_poll[i] = (sample){t5 - t4, v3 - v2, i3 - i2};
         handle(&s, ev, n);
         if (!s.gen_id) llava_engine_submit(s.e, &s.gen, &s.gen_id, &err); /* keep it busy */
         if (pause_us > 0) usleep((useconds_t)pause_us);

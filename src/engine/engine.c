@@ -186,6 +186,7 @@ llava_status llava_engine_open(const llava_engine_config *cfg, llava_engine **ou
     eng_metrics_init(&e->metrics);
     atomic_init(&e->state, e->lazy ? LLAVA_LOAD_IDLE : LLAVA_LOAD_LOADING);
     atomic_init(&e->closing_flag, false);
+    atomic_init(&e->pool_wake, false);
 
     int rc = 0;
     for (int i = 0; i < e->n_pool && rc == 0; i++)
@@ -266,7 +267,14 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
             e->load_wanted = true;
             pthread_cond_signal(&e->work_cv);
         }
-        if (state == LLAVA_LOAD_READY) pthread_cond_signal(&e->pool_cv);
+        /* Waking a sleeping pool thread is a syscall, after which a loaded machine's scheduler
+         * may take the CPU from this caller for milliseconds. While the worker runs a request
+         * it does the waking instead, at its next check (token, prompt chunk, vision layer):
+         * the new request could not start before then anyway. */
+        if (state == LLAVA_LOAD_READY) {
+            if (e->worker_running) atomic_store_explicit(&e->pool_wake, true, memory_order_relaxed);
+            else pthread_cond_signal(&e->pool_cv);
+        }
         if (id) *id = r->id;
     }
     pthread_mutex_unlock(&e->mu);

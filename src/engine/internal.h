@@ -94,10 +94,12 @@ struct llava_engine {
     bool load_wanted;          /* lazy: a request came */
     bool closing, aborting;
     bool pool_stop;
+    bool worker_running;       /* the worker is inside a request (it then wakes the pool) */
     llava_model *model;        /* set with READY; the pool reads it after seeing READY */
 
     atomic_int state;          /* llava_load_state: changed under mu, read anywhere */
     atomic_bool closing_flag;  /* closing, for lock-free readers */
+    atomic_bool pool_wake;     /* a submit left waking the pool to the running worker */
     llava_error load_error;    /* written before state becomes FAILED, constant after */
 };
 
@@ -118,6 +120,8 @@ void eng_finish_locked(llava_engine *e, eng_request *r, llava_event *ev);
 void eng_request_free(ev_retired *self);
 
 /* ---- worker.c ---- */
+/* Wakes a pool thread if a submit asked the worker to (called on the worker, without e->mu). */
+void eng_wake_pool_deferred(llava_engine *e);
 void *eng_worker_main(void *arg);
 void *eng_pool_main(void *arg);
 

@@ -3,6 +3,7 @@
  * generates. Both hand finished requests to the event channel; neither ever waits for a caller. */
 #include <assert.h>
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -56,6 +57,15 @@ static llava_status model_prepare(llava_engine *e, const llava_model *m, eng_req
                          &r->prepared, &r->err);
 }
 
+/* The engine's threads (and the compute threads the worker starts, which inherit it) run as
+ * SCHED_BATCH: same share of the CPU, but waking one of them never preempts the thread that
+ * woke it. Without it, on a loaded machine a submit that wakes the pool could lose its CPU for a
+ * whole scheduling period (milliseconds) inside the call. Not fatal if refused. */
+static void batch_scheduling(void) {
+    struct sched_param sp = {.sched_priority = 0};
+    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp);
+}
+
 /* ---- the preprocessing pool ---- */
 
 /* Ends a request that failed or was cancelled before running; frees its input first (outside
@@ -72,6 +82,7 @@ static void finish_early(llava_engine *e, eng_request *r, llava_event *ev) {
 
 void *eng_pool_main(void *arg) {
     llava_engine *e = arg;
+    batch_scheduling();
     pthread_mutex_lock(&e->mu);
     for (;;) {
         /* prepare ahead of the worker by at most one request per pool thread, so that prepared
@@ -114,9 +125,20 @@ void *eng_pool_main(void *arg) {
 
 /* ---- the worker ---- */
 
+/* Signalled without the lock: the submit that asked for it changed prep_q under e->mu, so a pool
+ * thread is either waiting already or will see prep_q when it next takes the lock. Holding the
+ * lock across the wake-up syscall would let the scheduler park the worker with the lock held,
+ * and the next submit would wait for it. */
+void eng_wake_pool_deferred(llava_engine *e) {
+    if (!atomic_load_explicit(&e->pool_wake, memory_order_relaxed)) return;
+    if (atomic_exchange_explicit(&e->pool_wake, false, memory_order_relaxed))
+        pthread_cond_signal(&e->pool_cv);
+}
+
 static int on_token(void *user, int32_t id, const char *text, size_t len) {
     eng_request *r = user;
     llava_engine *e = r->e;
+    eng_wake_pool_deferred(e);
     llava_event ev = {.kind = LLAVA_EVENT_TOKEN, .request = r->id, .user = r->user, .token = id};
     if (!ev_push_copy(&e->ch, &ev, text, len)) {
         r->token_oom = true; /* stop: the request ends with an ERROR rather than lose text */
@@ -137,6 +159,7 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
 
 static int is_cancelled(void *user) {
     eng_request *r = user;
+    eng_wake_pool_deferred(r->e);
     return atomic_load_explicit(&r->cancel, memory_order_relaxed);
 }
 
@@ -232,6 +255,7 @@ static llava_session *load_locked(llava_engine *e) {
 void *eng_worker_main(void *arg) {
     llava_engine *e = arg;
     e->owner = pthread_self();
+    batch_scheduling();
     llava_session *s = NULL;
     pthread_mutex_lock(&e->mu);
     while (e->lazy && !e->load_wanted && !e->closing) pthread_cond_wait(&e->work_cv, &e->mu);
@@ -246,6 +270,7 @@ void *eng_worker_main(void *arg) {
             pthread_cond_wait(&e->work_cv, &e->mu);
         eng_request *r = eng_queue_pop(&e->run_q);
         if (!r) break; /* closing, and every request has had its terminal event */
+        e->worker_running = true;
         r->stage = STAGE_RUNNING;
         e->waiting--;
         eng_uncount(&e->metrics.queue_depth, 1);
@@ -253,6 +278,10 @@ void *eng_worker_main(void *arg) {
         if (e->prep_q.n > 0) pthread_cond_signal(&e->pool_cv); /* room to prepare ahead */
         pthread_mutex_unlock(&e->mu);
         run_request(e, s, r);
+        pthread_mutex_lock(&e->mu);
+        e->worker_running = false;
+        pthread_mutex_unlock(&e->mu);
+        eng_wake_pool_deferred(e); /* asked for by a submit during the very last check */
         pthread_mutex_lock(&e->mu);
     }
     e->pool_stop = true;
