@@ -263,6 +263,9 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
         eng_queue_push(&e->prep_q, r);
         e->waiting++;
         e->outstanding++;
+        /* counted under the lock, before the worker can take it and count it down */
+        eng_count(&e->metrics.submitted, 1);
+        eng_count(&e->metrics.queue_depth, 1);
         if (e->lazy && !e->load_wanted) {
             e->load_wanted = true;
             pthread_cond_signal(&e->work_cv);
@@ -284,8 +287,6 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
         eng_request_free(&r->retired);
         return st;
     }
-    eng_count(&e->metrics.submitted, 1);
-    eng_count(&e->metrics.queue_depth, 1);
     return LLAVA_OK;
 }
 
