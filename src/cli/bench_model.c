@@ -172,8 +172,17 @@ static double prefill_flops(const hf_text_config *t, int P) {
 
 typedef struct run_times {
     double preprocess_ms, image_ms, prefill_ms, decode_ms, ttft_ms;
+    double wall_ms, cpu_ms; /* the whole run, and the CPU time this process got meanwhile */
     int decode_steps;
 } run_times;
+
+/* User + system CPU time of this process, all threads. */
+static double cpu_ms(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-3;
+}
 
 typedef struct bench_opts {
     const char *dir, *image;
@@ -230,6 +239,7 @@ static int prepare_request(llava_model *m, const bench_opts *o, const uint8_t *r
 
 static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const uint8_t *rgb,
                     int w, int h, run_times *t) {
+    double w0 = now_ms(), c0 = cpu_ms();
     llava_prepared *p = NULL;
     if (prepare_request(m, o, rgb, w, h, &p, &t->preprocess_ms)) {
         llava_prepared_free(p);
@@ -244,6 +254,8 @@ static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const
     llava_status st = llava_generate(s, p, &gp, NULL, &r, &err);
     llava_prepared_free(p);
     if (st != LLAVA_OK) return cli_fail("bench: %s", err.message);
+    t->wall_ms = now_ms() - w0;
+    t->cpu_ms = cpu_ms() - c0;
     t->image_ms = r.image_ms;
     t->prefill_ms = r.prefill_ms;
     t->decode_ms = r.decode_ms;
@@ -262,6 +274,7 @@ typedef struct bench_report {
     double load_ms, peak_rss_mib;
     double preprocess_ms, image_ms, prefill_tps, decode_tps, ttft_ms;
     double bytes_per_token, vision_gflop, prefill_gflop;
+    double cpu_share; /* CPU time got / (wall time × threads) over the measured runs */
     int have_bounds;
     machine_bounds mb;
     double image_floor_ms, prefill_floor_tps, decode_floor_tps, ttft_floor_ms;
@@ -278,7 +291,8 @@ static void print_text(const bench_opts *o, const bench_report *r) {
     if (r->have_bounds)
         printf("machine: read bandwidth %.2f GB/s, peak f32 FMA %.1f GFLOP/s, int8 %.1f GOP/s (%d threads)\n",
                r->mb.read_bw * 1e-9, r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9, r->threads);
-    printf("load %.0f ms, peak RSS %.0f MiB\n\n", r->load_ms, r->peak_rss_mib);
+    printf("load %.0f ms, peak RSS %.0f MiB, CPU share %.0f%% (CPU time / (wall time x threads) while "
+           "measuring: below 100%% the machine was shared)\n\n", r->load_ms, r->peak_rss_mib, 100 * r->cpu_share);
     printf("%-34s %12s %12s %9s\n", "stage", "measured", "floor", "of floor");
 #define ROW(name, val, floor, unit, higher_better)                                                    \
     do {                                                                                              \
@@ -317,7 +331,8 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     if (r->have_bounds)
         printf("\"read_bandwidth_gbs\":%.3f,\"peak_gflops\":%.2f,\"peak_int8_gops\":%.2f,", r->mb.read_bw * 1e-9,
                r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9);
-    printf("\"load_ms\":%.1f,\"peak_rss_mib\":%.1f,", r->load_ms, r->peak_rss_mib);
+    printf("\"load_ms\":%.1f,\"peak_rss_mib\":%.1f,\"cpu_share\":%.4f,", r->load_ms, r->peak_rss_mib,
+           r->cpu_share);
     printf("\"weights_bytes_per_token\":%.0f,\"vision_gflop\":%.3f,\"prefill_gflop\":%.3f,",
            r->bytes_per_token, r->vision_gflop, r->prefill_gflop);
     printf("\"preprocess_ms\":%.3f,", r->preprocess_ms);
@@ -421,6 +436,7 @@ int bench_model(int argc, char **argv) {
     r.runs = o.repeat;
 
     double pre[MAX_REPEAT], img[MAX_REPEAT], pf[MAX_REPEAT], dec[MAX_REPEAT], ttft[MAX_REPEAT];
+    double wall_sum = 0, cpu_sum = 0;
     int rc = 0;
     for (int i = 0; i < o.warmup + o.repeat && !rc; i++) {
         run_times t = {0};
@@ -433,6 +449,8 @@ int bench_model(int argc, char **argv) {
         pf[k] = r.positions / (t.prefill_ms * 1e-3);
         dec[k] = t.decode_steps / (t.decode_ms * 1e-3);
         ttft[k] = t.ttft_ms;
+        wall_sum += t.wall_ms;
+        cpu_sum += t.cpu_ms;
         if (!o.json)
             fprintf(stderr, "run %d/%d: preprocess %.1f ms, vision %.1f ms, prefill %.2f tok/s, "
                     "decode %.2f tok/s, first token %.1f ms\n", k + 1, o.repeat, pre[k], img[k], pf[k],
@@ -447,6 +465,7 @@ int bench_model(int argc, char **argv) {
         r.prefill_tps = median(pf, o.repeat);
         r.decode_tps = median(dec, o.repeat);
         r.ttft_ms = median(ttft, o.repeat);
+        r.cpu_share = wall_sum > 0 ? cpu_sum / (wall_sum * r.threads) : 0;
 
         const hf_llava_config *cfg = llava_model_config(m);
         const hf_text_config *tc = &cfg->text;
