@@ -1,7 +1,8 @@
 /* Decoding ids back to text through the decoder steps of tokenizer.json, two ways: the whole
  * sequence at once, step by step over the list of token strings as Hugging Face does; and
  * streamed, one id at a time, where each step keeps back only what a later token can change
- * (a byte run, a partial pattern, leading or trailing characters to strip). */
+ * (a byte run, a partial pattern, leading or trailing characters to strip). Streaming runs in
+ * the model's token loop, so it works in buffers the stream owns, sized when it is made. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -239,9 +240,13 @@ fail_keep:
 /* ---------------------------------------------------------------------------------------- */
 /* Streaming                                                                                  */
 
-/* What one decoder step keeps between tokens. */
+/* What one decoder step keeps between tokens. Both buffers keep their capacity for the life of
+ * the stream: only their length is reset, so a push allocates only for a longer piece or byte
+ * run than any before (and the sizes chosen by tokenizer_stream_new make even that rare). */
 typedef struct stage {
     tokenizer_text held; /* BYTE_FALLBACK: the byte run; REPLACE after Fuse: a partial match */
+    tokenizer_text out;  /* REPLACE, METASPACE: this step's output for the current token or text,
+                            passed on to the next step before this step runs again */
     size_t count;        /* METASPACE: tokens seen; STRIP after Fuse: leading chars stripped */
     size_t held_chars;   /* STRIP after Fuse: trailing strip characters kept back */
     bool leading_done;   /* STRIP after Fuse: a non-strip character has been seen */
@@ -254,6 +259,59 @@ struct tokenizer_stream {
     size_t tokens;  /* tokens fed (for the decoder-less join with spaces) */
     stage *st;      /* [n_dec] */
 };
+
+/* Bytes reserved for a byte run. One character is at most 4 bytes; longer runs are characters
+ * the vocabulary lacks spelled one after another (rare scripts, emoji joined by U+200D), and
+ * a run only ends at the next token that is not a byte. */
+#define BYTE_RUN_RESERVE 256
+
+/* Makes room for cap bytes (the terminating NUL included), keeping the text. */
+static int text_reserve(tokenizer_text *t, size_t cap) {
+    if (cap <= t->cap) return 0;
+    char *p = realloc(t->data, cap);
+    if (!p) return -1;
+    p[t->len] = '\0';
+    t->data = p;
+    t->cap = cap;
+    return 0;
+}
+
+/* Sizes every step's buffers for the longest input it can get from one token of this
+ * vocabulary (or a byte run of BYTE_RUN_RESERVE bytes), following the length through the
+ * steps, so that decoding never grows them in practice. */
+static int stream_reserve(tokenizer_stream *s) {
+    const tokenizer *tok = s->tok;
+    size_t n = 0; /* the most bytes one call of step k can receive */
+    for (int32_t id = 0; id < tok->n_ids; id++)
+        if (tok->piece_len[id] > n) n = tok->piece_len[id];
+    for (size_t k = 0; k < tok->n_dec; k++) {
+        const tok_dec_step *st = &tok->dec[k];
+        stage *sg = &s->st[k];
+        switch (st->kind) {
+        case TOK_DEC_REPLACE: {
+            /* after Fuse the input joins a held tail shorter than the pattern */
+            size_t in = k > s->fuse_at ? n + st->pattern_len : n;
+            if (k > s->fuse_at && text_reserve(&sg->held, in + 1)) return -1;
+            size_t hits = st->pattern_len ? in / st->pattern_len : 0;
+            n = in + (st->content_len > st->pattern_len
+                          ? hits * (st->content_len - st->pattern_len) : 0);
+            if (text_reserve(&sg->out, n + 1)) return -1;
+            break;
+        }
+        case TOK_DEC_METASPACE: /* the replacement becomes one space or nothing: no longer */
+            if (text_reserve(&sg->out, n + 1)) return -1;
+            break;
+        case TOK_DEC_BYTE_FALLBACK: /* passes on a token, a byte run or one U+FFFD at a time */
+            if (text_reserve(&sg->held, BYTE_RUN_RESERVE)) return -1;
+            if (n < BYTE_RUN_RESERVE) n = BYTE_RUN_RESERVE;
+            break;
+        case TOK_DEC_FUSE:
+        case TOK_DEC_STRIP: /* pass on a part of their input, from their input's memory */
+            break;
+        }
+    }
+    return 0;
+}
 
 tokenizer_stream *tokenizer_stream_new(const tokenizer *tok, unsigned flags) {
     tokenizer_stream *s = calloc(1, sizeof *s);
@@ -271,12 +329,19 @@ tokenizer_stream *tokenizer_stream_new(const tokenizer *tok, unsigned flags) {
             s->fuse_at = k;
             break;
         }
+    if (stream_reserve(s)) {
+        tokenizer_stream_free(s);
+        return NULL;
+    }
     return s;
 }
 
 void tokenizer_stream_free(tokenizer_stream *s) {
     if (!s) return;
-    for (size_t k = 0; k < s->tok->n_dec; k++) tokenizer_text_free(&s->st[k].held);
+    for (size_t k = 0; k < s->tok->n_dec; k++) {
+        tokenizer_text_free(&s->st[k].held);
+        tokenizer_text_free(&s->st[k].out);
+    }
     free(s->st);
     free(s);
 }
@@ -302,24 +367,22 @@ static int feed_text(tokenizer_stream *s, size_t k, const char *t, size_t len, t
     case TOK_DEC_FUSE:
     case TOK_DEC_BYTE_FALLBACK: /* refused after Fuse at load */
         return feed_text(s, k + 1, t, len, out);
-    case TOK_DEC_METASPACE: {
-        tokenizer_text m = {0};
-        int rc = metaspace_into(t, len, st->ch, st->prepend != TOK_PREPEND_NEVER, &m) ||
-                 feed_text(s, k + 1, m.data, m.len, out);
-        tokenizer_text_free(&m);
-        return rc;
-    }
+    case TOK_DEC_METASPACE:
+        sg->out.len = 0;
+        return metaspace_into(t, len, st->ch, st->prepend != TOK_PREPEND_NEVER, &sg->out) ||
+               feed_text(s, k + 1, sg->out.data, sg->out.len, out);
     case TOK_DEC_REPLACE: {
         /* Replace what is complete; keep back a tail that may be the start of a match. */
         if (tok_text_append(&sg->held, t, len)) return -1;
         const char *h = sg->held.data, *p = st->pattern;
         size_t n = sg->held.len, pl = st->pattern_len, i = 0, done = 0;
-        tokenizer_text r = {0};
+        tokenizer_text *r = &sg->out;
         int rc = 0;
+        r->len = 0;
         while (i < n && pl) {
             if (n - i >= pl && !memcmp(h + i, p, pl)) {
-                rc |= tok_text_append(&r, h + done, i - done) ||
-                      tok_text_append(&r, st->content, st->content_len);
+                rc |= tok_text_append(r, h + done, i - done) ||
+                      tok_text_append(r, st->content, st->content_len);
                 i += pl;
                 done = i;
             } else if (n - i < pl && !memcmp(h + i, p, n - i)) {
@@ -329,12 +392,10 @@ static int feed_text(tokenizer_stream *s, size_t k, const char *t, size_t len, t
             }
         }
         if (!pl) i = n;
-        rc |= tok_text_append(&r, h + done, i - done);
+        rc |= tok_text_append(r, h + done, i - done);
         memmove(sg->held.data, h + i, n - i);
         sg->held.len = n - i;
-        if (!rc) rc = feed_text(s, k + 1, r.data, r.len, out);
-        tokenizer_text_free(&r);
-        return rc;
+        return rc || feed_text(s, k + 1, r->data, r->len, out);
     }
     case TOK_DEC_STRIP: {
         size_t i = 0;
@@ -372,21 +433,22 @@ static int feed_token(tokenizer_stream *s, size_t k, const char *t, size_t len, 
     if (k == tok->n_dec) return tok_text_append(out, t, len);
     const tok_dec_step *st = &tok->dec[k];
     stage *sg = &s->st[k];
-    tokenizer_text m = {0};
     int rc = 0;
     switch (st->kind) {
     case TOK_DEC_FUSE:
         return feed_text(s, k + 1, t, len, out);
     case TOK_DEC_REPLACE:
-        rc = replace_into(t, len, st->pattern, st->pattern_len, st->content, st->content_len, &m) ||
-             feed_token(s, k + 1, m.data ? m.data : "", m.len, out);
-        break;
+        sg->out.len = 0;
+        return replace_into(t, len, st->pattern, st->pattern_len, st->content, st->content_len,
+                            &sg->out) ||
+               feed_token(s, k + 1, sg->out.data, sg->out.len, out);
     case TOK_DEC_METASPACE:
+        sg->out.len = 0;
         rc = metaspace_into(t, len, st->ch, sg->count == 0 && st->prepend != TOK_PREPEND_NEVER,
-                            &m) ||
-             feed_token(s, k + 1, m.data ? m.data : "", m.len, out);
+                            &sg->out) ||
+             feed_token(s, k + 1, sg->out.data, sg->out.len, out);
         sg->count++;
-        break;
+        return rc;
     case TOK_DEC_STRIP: {
         char c[4];
         size_t clen = utf8_encode(st->ch, c), a = 0, b = len;
@@ -415,8 +477,7 @@ static int feed_token(tokenizer_stream *s, size_t k, const char *t, size_t len, 
         return rc || feed_token(s, k + 1, t, len, out);
     }
     }
-    tokenizer_text_free(&m);
-    return rc ? -1 : 0;
+    return -1;
 }
 
 /* Flushes what step k and those after it keep back, as at the end of the sequence. */
