@@ -5,11 +5,14 @@ the engine's threads, the loop only moves events and bytes).
 
 Starts the server on any model folder, starts --streams streaming chat requests long enough to
 outlast the measurement, waits until each has produced tokens, then sends --requests sequential
-GET /health over one kept-alive connection (or a new connection each with --fresh) and prints
-p50/p99/max in milliseconds, and whether every stream was still generating at the end.
+GET /health over one kept-alive connection (or a new connection each with --fresh), paced every
+--interval-ms so that they span the generation, and prints p50/p99/max in milliseconds, the
+tokens streamed meanwhile, and whether generation went on until the end. The same measurement on
+the idle server comes first, so that what a busy machine adds can be told apart.
 
   bench/server_health_latency.py -m MODEL_DIR [--streams 4] [--requests 1000] [--max-tokens 4000]
-      [--threads N] [--image FILE] [--llava build/llava] [--fresh] [--json]
+      [--threads N] [--image FILE] [--llava build/llava] [--fresh] [--interval-ms 2]
+      [--engine-nice N] [--json]
 """
 import argparse
 import base64
@@ -19,7 +22,7 @@ import re
 import socket
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,40 +33,38 @@ def percentile(xs, q):
     return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]
 
 
-class Stream(threading.Thread):
-    """One streaming chat request; counts content chunks until it ends or is stopped."""
+class Stream:
+    """One streaming chat request run by curl in its own process (a reader thread here would
+    share the interpreter lock with the measuring thread and add its own delays)."""
 
-    def __init__(self, port, body):
-        super().__init__(daemon=True)
-        self.port, self.body = port, json.dumps(body).encode()
-        self.chunks, self.done, self.error, self.tail = 0, False, None, b""
-        self.sock = None
+    def __init__(self, port, body_file):
+        self.out = tempfile.NamedTemporaryFile(prefix="llava-bench-stream-", delete=False)
+        self.proc = subprocess.Popen(
+            ["curl", "-sS", "-N", "-H", "Content-Type: application/json", "--data-binary", "@" + body_file,
+             f"http://127.0.0.1:{port}/v1/chat/completions"], stdout=self.out, stderr=subprocess.DEVNULL)
 
-    def run(self):
-        try:
-            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=600)
-            self.sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              b"Content-Length: %d\r\n\r\n%s" % (len(self.body), self.body))
-            buf = b""
-            while True:
-                data = self.sock.recv(65536)
-                if not data:
-                    break
-                buf += data
-                self.chunks += data.count(b'"content":')
-                if b"data: [DONE]" in buf[-64:] or b'{"error":' in data:
-                    self.tail = buf[-300:]
-                    break
-                buf = buf[-400:]
-        except OSError as e:
-            if not self.done:
-                self.error = str(e)
-        self.done = True
+    def data(self):
+        with open(self.out.name, "rb") as f:
+            return f.read()
+
+    @property
+    def chunks(self):
+        return self.data().count(b'"content":')
+
+    @property
+    def done(self):
+        return self.proc.poll() is not None
+
+    @property
+    def tail(self):
+        return self.data()[-300:]
 
     def stop(self):
-        self.done = True
-        if self.sock:
-            self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        self.proc.wait()
+        self.out.close()
+        os.unlink(self.out.name)
 
 
 def health_once(sock):
@@ -79,6 +80,35 @@ def health_once(sock):
         raise RuntimeError(f"health: {head[:40]!r}")
 
 
+def measure(port, a):
+    """a.requests paced GET /health; returns (latencies in ms, wall seconds)."""
+    lat = []
+    sock = None if a.fresh else socket.create_connection(("127.0.0.1", port))
+    t_start = time.perf_counter()
+    for i in range(a.requests):
+        if a.interval_ms > 0:  # paced from the start, not from the last answer
+            delay = t_start + i * a.interval_ms / 1000 - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        t = time.perf_counter()
+        if a.fresh:
+            s = socket.create_connection(("127.0.0.1", port))
+            health_once(s)
+            s.close()
+        else:
+            health_once(sock)
+        lat.append((time.perf_counter() - t) * 1000)
+    wall = time.perf_counter() - t_start
+    if sock:
+        sock.close()
+    return lat, wall
+
+
+def summary(lat):
+    return {"p50_ms": round(percentile(lat, 50), 3), "p99_ms": round(percentile(lat, 99), 3),
+            "max_ms": round(max(lat), 3), "mean_ms": round(sum(lat) / len(lat), 3)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-m", "--model", required=True, help="a llava-hf checkpoint folder (any size)")
@@ -90,10 +120,15 @@ def main():
                     help="image sent with each stream ('' for text only)")
     ap.add_argument("--llava", default=os.environ.get("LLAVA_BIN", os.path.join(ROOT, "build", "llava")))
     ap.add_argument("--fresh", action="store_true", help="a new connection per health request")
+    ap.add_argument("--interval-ms", type=float, default=2.0,
+                    help="pause between health requests, so that they span the generation "
+                         "(0: back to back)")
+    ap.add_argument("--engine-nice", type=int, default=5, help="llava serve --engine-nice (0: off)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
 
-    cmd = [a.llava, "serve", "-m", a.model, "--port", "0", "--quiet", "--max-queue", str(max(4, a.streams))]
+    cmd = [a.llava, "serve", "-m", a.model, "--port", "0", "--quiet", "--max-queue", str(max(4, a.streams)),
+           "--engine-nice", str(a.engine_nice)]
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     srv = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -111,6 +146,8 @@ def main():
                     raise SystemExit("model not ready after 600 s")
                 time.sleep(0.1)
         load_s = time.time() - t0
+        # the same measurement on the idle server first: what the machine itself adds
+        idle, _ = measure(port, a)
 
         content = [{"type": "text", "text": "Describe the picture in great detail."}]
         if a.image:
@@ -119,54 +156,46 @@ def main():
             content.insert(0, {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{b64}"}})
         body = {"model": "m", "stream": True, "temperature": 0, "max_tokens": a.max_tokens,
                 "messages": [{"role": "user", "content": content}]}
-        streams = [Stream(port, body) for _ in range(a.streams)]
-        for st in streams:
-            st.start()
+        body_file = tempfile.NamedTemporaryFile("w", prefix="llava-bench-body-", suffix=".json", delete=False)
+        json.dump(body, body_file)
+        body_file.close()
+        streams = [Stream(port, body_file.name) for _ in range(a.streams)]
         t0 = time.time()
         # the engine runs one request at a time: wait for the first stream's tokens, the others
         # are queued behind it (their connections and the loop are just as busy)
         while streams and streams[0].chunks < 2:
             if streams[0].done or time.time() - t0 > 600:
-                raise SystemExit(f"stream did not start: {streams[0].error}")
+                raise SystemExit(f"stream did not start: {streams[0].tail!r}")
             time.sleep(0.01)
 
         chunks0 = sum(st.chunks for st in streams)
-        lat = []
-        sock = None if a.fresh else socket.create_connection(("127.0.0.1", port))
-        t_start = time.perf_counter()
-        for _ in range(a.requests):
-            t = time.perf_counter()
-            if a.fresh:
-                s = socket.create_connection(("127.0.0.1", port))
-                health_once(s)
-                s.close()
-            else:
-                health_once(sock)
-            lat.append((time.perf_counter() - t) * 1000)
-        wall = time.perf_counter() - t_start
-        if sock:
-            sock.close()
+        lat, wall = measure(port, a)
         tokens = sum(st.chunks for st in streams) - chunks0
-        active = all(not st.done for st in streams)
-        if not active:
-            for i, st in enumerate(streams):
-                print(f"  stream {i}: {st.chunks} chunks, ended {st.done}, {st.error or st.tail!r}",
-                      file=sys.stderr)
+        # the engine runs the streams one after another: generation went on the whole time if
+        # one is still running at the end, and none failed
+        active = not all(st.done for st in streams) and tokens > 0
+        failed = [st for st in streams if b'{"error":' in st.tail]
+        for i, st in enumerate(failed):
+            print(f"  stream {i}: {st.chunks} chunks, {st.tail[-200:]!r}", file=sys.stderr)
+        active = active and not failed
         for st in streams:
             st.stop()
+        os.unlink(body_file.name)
         res = {"model": a.model, "streams": a.streams, "requests": a.requests, "fresh_connections": a.fresh,
-               "load_s": round(load_s, 2), "p50_ms": round(percentile(lat, 50), 3),
-               "p99_ms": round(percentile(lat, 99), 3), "max_ms": round(max(lat), 3),
-               "mean_ms": round(sum(lat) / len(lat), 3), "tokens_during": tokens,
-               "tokens_per_s": round(tokens / wall, 1), "streams_active_throughout": active}
+               "interval_ms": a.interval_ms, "engine_nice": a.engine_nice, "wall_s": round(wall, 2),
+               "load_s": round(load_s, 2), "idle": summary(idle), "generating": summary(lat),
+               "tokens_during": tokens, "tokens_per_s": round(tokens / wall, 1),
+               "generating_throughout": active}
         if a.json:
             print(json.dumps(res))
         else:
             print(f"model {a.model}: {a.streams} streams, {a.requests} GET /health "
                   f"({'new' if a.fresh else 'one kept-alive'} connection{'s' if a.fresh else ''})")
-            print(f"  p50 {res['p50_ms']:.3f} ms   p99 {res['p99_ms']:.3f} ms   max {res['max_ms']:.3f} ms")
+            for k in ("idle", "generating"):
+                r = res[k]
+                print(f"  {k:10s}  p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms   max {r['max_ms']:.3f} ms")
             print(f"  {tokens} tokens streamed meanwhile ({res['tokens_per_s']} tokens/s); "
-                  f"streams active throughout: {'yes' if active else 'NO (raise --max-tokens)'}")
+                  f"generating throughout: {'yes' if active else 'NO (raise --max-tokens)'}")
         return 0 if active else 1
     finally:
         srv.terminate()
