@@ -13,6 +13,8 @@
 
 #define MR 6
 #define NR 16
+/* Decode products read weights this many bytes ahead of use (see kern_avx512.c). */
+#define PFD 1024
 
 INL float w_scalar(const void *p, tensor_wfmt f, size_t i) {
     switch (f) {
@@ -53,7 +55,10 @@ INL void dot_block(tensor_wfmt f, int R, int MM, float *y, size_t ldy, const flo
     for (; k + 8 <= K; k += 8) {
         __m256 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load8(w + (size_t)r * row_bytes + (size_t)k * esz(f), f);
+        for (int r = 0; r < R; r++) {
+            _mm_prefetch(w + (size_t)r * row_bytes + (size_t)k * esz(f) + PFD, _MM_HINT_T0);
+            wv[r] = load8(w + (size_t)r * row_bytes + (size_t)k * esz(f), f);
+        }
 #pragma GCC unroll 4
         for (int m = 0; m < MM; m++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)m * ldx + k);
@@ -171,6 +176,23 @@ static TGT void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
             for (int j = 0; j < NR; j++) d[j] = j < n ? src[j] : 0.0f;
         }
     }
+}
+
+/* 6 rows of x, 8 columns at a time through an 8 × 8 transpose (two zero rows), storing the
+ * 6 meaningful lanes of each column; the last columns one by one. */
+static TGT void pack_x(float *dst, const float *x, size_t ldx, int rows, int kc) {
+    const __m256i keep6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    int k = 0;
+    for (; k + 8 <= kc; k += 8) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) r[i] = i < rows ? _mm256_loadu_ps(x + (size_t)i * ldx + k) : _mm256_setzero_ps();
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int i = 0; i < 8; i++) _mm256_maskstore_ps(dst + (size_t)(k + i) * MR, keep6, r[i]);
+    }
+    for (; k < kc; k++)
+        for (int i = 0; i < MR; i++) dst[(size_t)k * MR + i] = i < rows ? x[(size_t)i * ldx + k] : 0.0f;
 }
 
 static TGT void micro(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate) {
@@ -461,6 +483,7 @@ const tensor_kernels tensor_kernels_avx2 = {
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
     .pack_b = pack_b,
+    .pack_x = pack_x,
     .micro = micro,
     .axpy = axpy,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},

@@ -14,6 +14,10 @@
 
 #define MR 14
 #define NR 32
+/* Decode products read weights this many bytes ahead of use (a prefetch per row stream): the
+ * memory is latency-bound per core, and the hardware prefetcher alone leaves it idle at the start
+ * of each 4 KiB page. */
+#define PFD 1024
 
 /* ---- loads of 16 weights as f32 (n < 16 elements when masked) ---- */
 
@@ -52,7 +56,10 @@ INL void dot_block(tensor_wfmt f, int R, int MM, float *y, size_t ldy, const flo
     for (; k + 16 <= K; k += 16) {
         __m512 wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) wv[r] = load16(w + (size_t)r * row_bytes + (size_t)k * esz(f), f);
+        for (int r = 0; r < R; r++) {
+            _mm_prefetch(w + (size_t)r * row_bytes + (size_t)k * esz(f) + PFD, _MM_HINT_T0);
+            wv[r] = load16(w + (size_t)r * row_bytes + (size_t)k * esz(f), f);
+        }
 #pragma GCC unroll 4
         for (int m = 0; m < MM; m++) {
             __m512 xv = _mm512_loadu_ps(x + (size_t)m * ldx + k);
@@ -198,12 +205,37 @@ static TGT void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
     }
 }
 
+/* 14 rows of x, 16 columns at a time: two zero rows pad the block to a 16 × 16 transpose, and
+ * each transposed column (one k, all rows) is stored as its 14 meaningful lanes. */
+static TGT void pack_x(float *dst, const float *x, size_t ldx, int rows, int kc) {
+    for (int k = 0; k < kc; k += 16) {
+        __mmask16 mk = (__mmask16)(kc - k >= 16 ? 0xffff : (1u << (kc - k)) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(mk, x + (size_t)i * ldx + k) : _mm512_setzero_ps();
+        transpose16(r);
+        int n = kc - k < 16 ? kc - k : 16;
+        for (int i = 0; i < n; i++) _mm512_mask_storeu_ps(dst + (size_t)(k + i) * MR, (__mmask16)0x3fff, r[i]);
+    }
+}
+
 static TGT void micro(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate) {
+    /* The C tile is read and written once per K block and usually lives in L3 or memory:
+     * fetch it now, behind the k loop, rather than stall on it at the end. */
+#pragma GCC unroll 14
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + (size_t)i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + (size_t)i * ldc + 16), _MM_HINT_T0);
+    }
     __m512 acc[MR][2];
 #pragma GCC unroll 14
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_loadu_ps(b + (size_t)k * NR), b1 = _mm512_loadu_ps(b + (size_t)k * NR + 16);
+        /* The W panel streams from L2 (the x panel stays in L1): ask for it a few k ahead. */
+        _mm_prefetch((const char *)(b + (size_t)(k + 6) * NR), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + (size_t)(k + 6) * NR + 16), _MM_HINT_T0);
 #pragma GCC unroll 14
         for (int i = 0; i < MR; i++) {
             __m512 ai = _mm512_set1_ps(a[(size_t)k * MR + i]);
@@ -457,6 +489,7 @@ const tensor_kernels tensor_kernels_avx512 = {
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
     .pack_b = pack_b,
+    .pack_x = pack_x,
     .micro = micro,
     .axpy = axpy,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},

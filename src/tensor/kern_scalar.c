@@ -75,6 +75,11 @@ static void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
     }
 }
 
+static void pack_x(float *dst, const float *x, size_t ldx, int rows, int kc) {
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < MR; i++) dst[k * MR + i] = i < rows ? x[(size_t)i * ldx + k] : 0.0f;
+}
+
 static void micro(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate) {
     float acc[MR][NR] = {{0}};
     for (int k = 0; k < kc; k++)
@@ -213,6 +218,7 @@ const tensor_kernels tensor_kernels_scalar = {
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
     .pack_b = pack_b,
+    .pack_x = pack_x,
     .micro = micro,
     .axpy = axpy,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},

@@ -32,6 +32,9 @@ typedef struct tensor_kernels {
     void (*pack_w[TENSOR_WFMT_COUNT])(float *dst, const void *w, size_t ldw, int n, int kc);
     /* Packs kc rows of a row-major f32 B (stride ldb), columns [0, n), n <= nr, same layout. */
     void (*pack_b)(float *dst, const float *b, size_t ldb, int n, int kc);
+    /* Packs rows <= mr of x (stride ldx), kc columns from its start, into dst[k*mr + i], zero
+     * for i >= rows: the interleaved panel whose elements the microkernel broadcasts. */
+    void (*pack_x)(float *dst, const float *x, size_t ldx, int rows, int kc);
     /* c[i*ldc + j] (+)= Σ_k a[k*mr + i] · b[k*nr + j] over a full mr × nr tile; accumulate
      * selects += over =. a is the packed x panel (f32, mr rows interleaved). */
     void (*micro)(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate);
