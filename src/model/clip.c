@@ -122,9 +122,15 @@ llava_status clip_encode(llava_model *m, clip_state *s, const float *pixels, flo
     int rows = m->image_tokens;
     if (features) memcpy(features, feat, (size_t)rows * row);
     if (projected) {
+        /* each projector product costs about as much as a vision layer at 7B sizes: check
+         * before each so that a cancel waits for at most one of them */
+        if (cb && cb->cancelled && cb->cancelled(cb->user))
+            return llava_error_set(err, LLAVA_ERR_CANCELLED, "cancelled before the projector");
         llava_linear(m->pool, s->proj, feat, &w->proj1, w->proj1_b, rows);
         llava_apply_act(m->cfg.projector_hidden_act, s->proj,
                         (size_t)rows * (size_t)m->cfg.text.hidden_size);
+        if (cb && cb->cancelled && cb->cancelled(cb->user))
+            return llava_error_set(err, LLAVA_ERR_CANCELLED, "cancelled in the projector");
         llava_linear(m->pool, projected, s->proj, &w->proj2, w->proj2_b, rows);
     }
     return LLAVA_OK;
