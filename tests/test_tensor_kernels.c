@@ -419,10 +419,19 @@ static void test_rope_inv_freq(void **state) {
             }
             assert_true(f[0] == 1.0f);
         }
-    /* llama (θ = 1e4, head_dim 128), a value transformers gives: inv_freq[1] = 10000^(-1/64). */
+    /* LLaMA's θ = 1e4, head_dim 128: entries where the float32 computation of transformers
+     * (Debian's torch 1.13) differs from a correctly rounded double one, bit for bit, from
+     *   (1.0 / (10000.0 ** (torch.arange(0, 128, 2, dtype=torch.int64).float() / 128)))
+     *       .numpy().view(numpy.uint32)[[7, 10, 15, 18, 20, 63]] */
+    static const int idx[] = {7, 10, 15, 18, 20, 63};
+    static const uint32_t torch_bits[] = {0x3ebaf81b, 0x3e72d423, 0x3dec7fd6, 0x3d99940d, 0x3d6655c2, 0x38f22ce2};
     float f[64];
     tensor_rope_inv_freq(f, 128, 10000.0);
-    assert_true(fabs(f[1] - 0.865964323) < 1e-7);
+    for (int i = 0; i < 6; i++) {
+        uint32_t bits;
+        memcpy(&bits, &f[idx[i]], 4);
+        if (bits != torch_bits[i]) fail_msg("inv_freq[%d] = 0x%08x, transformers 0x%08x", idx[i], bits, torch_bits[i]);
+    }
 }
 
 /* Against the direct formula x' = x·cos + rotate_half(x)·sin with float64 trigonometry of the

@@ -30,7 +30,10 @@ void tensor_silu_mul(float *gate, const float *up, size_t n) {
 
 /* transformers: 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)),
  * with base a Python float and the exponent a float32 tensor, so the power is a float32 pow of
- * float32(base) and the division a float32 division. */
+ * float32(base) and the division a float32 division. (Debian's torch takes the power of the first
+ * multiple of 16 entries with SLEEF's vector powf, the rest with powf; the two agree bit for bit
+ * for LLaMA's θ = 1e4, head_dim 128, and differ by one ulp in rare entries elsewhere, e.g. 1 of
+ * 64 for θ = 1e6, head_dim 128.) */
 void tensor_rope_inv_freq(float *inv_freq, int head_dim, double theta) {
     float base = (float)theta, dim = (float)head_dim;
     for (int i = 0; i < head_dim / 2; i++) {
@@ -56,7 +59,7 @@ void tensor_rope_apply(float *x, int n_heads, int head_dim, const float *cos_a,
 }
 
 void tensor_rope(float *x, int n_heads, int head_dim, float pos, const float *inv_freq) {
-    /* head_dim is at most a few hundred in every model we load; 512 bounds the stack use. */
+    /* Angle tables on the stack up to head_dim 512 (every model we load); beyond, per pair. */
     float cs[256], sn[256];
     int h = head_dim / 2;
     if (h > 256) {
