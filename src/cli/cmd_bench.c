@@ -17,6 +17,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* CPU time of the whole process (all its threads). */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 /* Parses a positive int option value; returns -1 if it is not one. */
 static int parse_count(const char *s) {
     char *end;
@@ -33,6 +40,7 @@ typedef struct product_result {
     double seconds;     /* best time of one product */
     double gflops, gbs; /* rates of that time */
     double fraction;    /* of the bound: read bandwidth (batch 1) or peak FMA rate */
+    double cpu_share;   /* CPU time / (wall time × threads) of that pass: below 1 on a busy machine */
 } product_result;
 
 typedef struct kernel_bench {
@@ -41,7 +49,7 @@ typedef struct kernel_bench {
     tensor_pool *pool;                 /* all threads */
     double bw_all, bw_one;             /* bytes/s */
     double peak_all, peak_one;         /* flop/s */
-    double pool_empty_us;              /* one run of an empty function on the pool */
+    double pool_empty_us;              /* one run of an empty function on the pool (best batch) */
     product_result results[32];
     int n_results;
 } kernel_bench;
@@ -73,30 +81,53 @@ static void time_product(kernel_bench *b, const uint16_t *arena, size_t arena_el
     if (copies < 1) copies = 1;
     double min_time = b->quick ? 0.05 : 0.25;
     int reps = b->quick ? 2 : 4;
-    double best = INFINITY;
+    double best = INFINITY, share = 0;
     size_t c = 0;
+    int nth = tensor_pool_threads(pool);
     tensor_matmul(pool, y, x, arena, t, NULL, M, N, K); /* warm-up: pages, pool threads */
     for (int r = 0; r < reps; r++) {
         int calls = 0;
-        double t0 = now_s(), dt;
+        double t0 = now_s(), c0 = cpu_s(), dt;
         do {
             tensor_matmul(pool, y, x, arena + (c++ % copies) * per, t, NULL, M, N, K);
             calls++;
             dt = now_s() - t0;
         } while (dt < min_time && calls < 1000);
-        if (dt / calls < best) best = dt / calls;
+        if (dt / calls < best) {
+            best = dt / calls;
+            share = (cpu_s() - c0) / (dt * nth);
+        }
     }
     product_result *res = &b->results[b->n_results++];
     res->n = N;
     res->k = K;
     res->batch = M;
-    res->threads = tensor_pool_threads(pool);
+    res->threads = nth;
+    res->cpu_share = share;
     res->dtype = t;
     res->seconds = best;
     res->gflops = 2.0 * M * (double)N * K / best * 1e-9;
     res->gbs = (double)per * 2 / best * 1e-9;
-    if (M == 1) res->fraction = res->gbs * 1e9 / (res->threads == 1 ? b->bw_one : b->bw_all);
-    else res->fraction = res->gflops * 1e9 / (res->threads == 1 ? b->peak_one : b->peak_all);
+}
+
+/* Measures the bounds; called before and after the products, keeping the best of each, so that a
+ * bound taken while the machine was busy does not inflate the fractions. */
+static void probe_bounds(kernel_bench *b) {
+    size_t bw_bytes = (size_t)1 << 30;
+    int reps = b->quick ? 2 : 4;
+    double peak_s = b->quick ? 0.2 : 0.5, v;
+    if ((v = tensor_probe_read_bandwidth(b->pool, bw_bytes, reps)) > b->bw_all) b->bw_all = v;
+    if ((v = tensor_probe_read_bandwidth(NULL, bw_bytes, reps)) > b->bw_one) b->bw_one = v;
+    if ((v = tensor_probe_peak_flops(b->pool, peak_s)) > b->peak_all) b->peak_all = v;
+    if ((v = tensor_probe_peak_flops(NULL, peak_s)) > b->peak_one) b->peak_one = v;
+}
+
+static void set_fractions(kernel_bench *b) {
+    for (int i = 0; i < b->n_results; i++) {
+        product_result *r = &b->results[i];
+        if (r->batch == 1) r->fraction = r->gbs * 1e9 / (r->threads == 1 ? b->bw_one : b->bw_all);
+        else r->fraction = r->gflops * 1e9 / (r->threads == 1 ? b->peak_one : b->peak_all);
+    }
 }
 
 static void print_text(const kernel_bench *b) {
@@ -106,16 +137,18 @@ static void print_text(const kernel_bench *b) {
     printf("peak f32 FMA     %8.1f GFLOP/s (%d threads) %7.1f GFLOP/s (1 thread)\n", b->peak_all * 1e-9,
            b->threads, b->peak_one * 1e-9);
     printf("pool empty run   %8.2f us\n\n", b->pool_empty_us);
-    printf("%-12s %-5s %5s %7s %10s %9s %8s %9s\n", "W (out×in)", "dtype", "batch", "threads", "ms",
-           "GFLOP/s", "GB/s", "of bound");
+    printf("%-12s %-5s %5s %7s %10s %9s %8s %9s %5s\n", "W (out×in)", "dtype", "batch", "threads", "ms",
+           "GFLOP/s", "GB/s", "of bound", "cpu");
     for (int i = 0; i < b->n_results; i++) {
         const product_result *r = &b->results[i];
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%d", r->n, r->k);
-        printf("%-12s %-5s %5d %7d %10.3f %9.1f %8.2f %8.1f%% %s\n", shape, llava_dtype_name(r->dtype), r->batch,
-               r->threads, r->seconds * 1e3, r->gflops, r->gbs, 100 * r->fraction,
-               r->batch == 1 ? "of read bandwidth" : "of peak FMA");
+        printf("%-12s %-5s %5d %7d %10.3f %9.1f %8.2f %8.1f%% %4.0f%% %s\n", shape, llava_dtype_name(r->dtype),
+               r->batch, r->threads, r->seconds * 1e3, r->gflops, r->gbs, 100 * r->fraction, 100 * r->cpu_share,
+               r->batch == 1 ? "(bound: read bandwidth)" : "(bound: peak FMA)");
     }
+    printf("\ncpu: CPU time / (wall × threads) during the best pass; well below 100%% means the machine\n"
+           "was busy with other work and the figures (and bounds) are low.\n");
 }
 
 static void print_json(const kernel_bench *b) {
@@ -126,9 +159,9 @@ static void print_json(const kernel_bench *b) {
     for (int i = 0; i < b->n_results; i++) {
         const product_result *r = &b->results[i];
         printf("%s{\"n\":%d,\"k\":%d,\"dtype\":\"%s\",\"batch\":%d,\"threads\":%d,\"ms\":%.4f,"
-               "\"gflops\":%.2f,\"gbs\":%.3f,\"bound\":\"%s\",\"fraction\":%.4f}",
+               "\"gflops\":%.2f,\"gbs\":%.3f,\"bound\":\"%s\",\"fraction\":%.4f,\"cpu_share\":%.3f}",
                i ? "," : "", r->n, r->k, llava_dtype_name(r->dtype), r->batch, r->threads, r->seconds * 1e3,
-               r->gflops, r->gbs, r->batch == 1 ? "read_bandwidth" : "peak_fma", r->fraction);
+               r->gflops, r->gbs, r->batch == 1 ? "read_bandwidth" : "peak_fma", r->fraction, r->cpu_share);
     }
     printf("]}\n");
 }
@@ -156,20 +189,19 @@ static int bench_kernels(int argc, char **argv) {
     if (!b.pool) return cli_fail("bench kernels: cannot start %d threads", b.threads);
     b.threads = tensor_pool_threads(b.pool);
 
-    size_t bw_bytes = (size_t)1 << 30;
-    double peak_s = b.quick ? 0.2 : 0.5;
-    b.bw_all = tensor_probe_read_bandwidth(b.pool, bw_bytes, b.quick ? 2 : 4);
-    b.bw_one = tensor_probe_read_bandwidth(NULL, bw_bytes, b.quick ? 2 : 4);
-    b.peak_all = tensor_probe_peak_flops(b.pool, peak_s);
-    b.peak_one = tensor_probe_peak_flops(NULL, peak_s);
+    probe_bounds(&b);
     if (b.bw_all <= 0 || b.bw_one <= 0) {
         tensor_pool_destroy(b.pool);
         return cli_fail("bench kernels: cannot allocate the 1 GiB bandwidth buffer");
     }
-    int empty_runs = 20000;
-    double t0 = now_s();
-    for (int i = 0; i < empty_runs; i++) tensor_pool_run(b.pool, empty_slice, NULL);
-    b.pool_empty_us = (now_s() - t0) / empty_runs * 1e6;
+    /* The pool's own cost: an empty function run on every thread, best batch of 1000. */
+    b.pool_empty_us = INFINITY;
+    for (int batch = 0; batch < 20; batch++) {
+        double t0 = now_s();
+        for (int i = 0; i < 1000; i++) tensor_pool_run(b.pool, empty_slice, NULL);
+        double us = (now_s() - t0) / 1000 * 1e6;
+        if (us < b.pool_empty_us) b.pool_empty_us = us;
+    }
 
     static const int shapes[3][2] = {{4096, 4096}, {11008, 4096}, {4096, 11008}}; /* out × in */
     static const llava_dtype dtypes[2] = {LLAVA_DTYPE_F16, LLAVA_DTYPE_BF16};
@@ -198,6 +230,8 @@ static int bench_kernels(int argc, char **argv) {
     free(arena);
     free(x);
     free(y);
+    probe_bounds(&b);
+    set_fractions(&b);
     tensor_pool_destroy(b.pool);
     if (json) print_json(&b);
     else print_text(&b);
