@@ -33,6 +33,8 @@ static void serve_usage(FILE *out) {
             "  --threads N              compute threads (all cores)\n"
             "  --prep-threads N         image/tokenizer threads, 1 or 2 (1)\n"
             "  --ctx N                  context limit (the model's)\n"
+            "  --engine-nice N          nice value of the engine's threads above the HTTP\n"
+            "                           loop's, so requests preempt computation (5; 0 off)\n"
             "  --quiet                  no log on standard error\n");
 }
 
@@ -85,6 +87,7 @@ int cmd_serve(int argc, char **argv) {
     cfg.port = 8080;
     cfg.grace_seconds = -1;
     cfg.remote_max_redirects = -1;
+    cfg.engine_nice = 5;
     cfg.api_key = getenv("LLAVA_API_KEY");
     bool quiet = false;
     for (int i = 1; i < argc; i++) {
@@ -145,6 +148,8 @@ int cmd_serve(int argc, char **argv) {
             if (parse_int(a, v, 1, 1024, &cfg.n_threads)) return 1;
         } else if (!strcmp(a, "--prep-threads")) {
             if (parse_int(a, v, 1, 2, &cfg.prep_threads)) return 1;
+        } else if (!strcmp(a, "--engine-nice")) {
+            if (parse_int(a, v, 0, 19, &cfg.engine_nice)) return 1;
         } else if (!strcmp(a, "--ctx")) {
             if (parse_int(a, v, 1, 1 << 24, &cfg.n_ctx)) return 1;
         } else {

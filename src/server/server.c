@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
 #include <signal.h>
@@ -12,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -370,6 +373,48 @@ static llava_status setup_http(srv_server *s, llava_error *err) {
     return LLAVA_OK;
 }
 
+/* The engine is opened from a short-lived thread whose nice value is raised first: every thread
+ * the engine starts (worker, preprocessing, compute) inherits it, while the loop thread keeps its
+ * own. When the machine's cores are all busy computing, a loop thread woken by a request then
+ * preempts the computation at once instead of waiting for a time slice, which is what keeps
+ * /health and streaming latency low. Raising a nice value needs no privilege. */
+typedef struct engine_opener {
+    srv_server *s;
+    llava_status st;
+    llava_error err;
+} engine_opener;
+
+static void *open_engine_thread(void *arg) {
+    engine_opener *o = arg;
+    srv_server *s = o->s;
+    if (s->cfg.engine_nice > 0) {
+        errno = 0;
+        int now = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+        if (errno == 0)
+            setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), now + s->cfg.engine_nice);
+    }
+    llava_engine_config ec;
+    llava_engine_config_default(&ec);
+    ec.model_dir = s->model_dir;
+    ec.n_threads = s->cfg.n_threads;
+    ec.n_ctx = s->cfg.n_ctx;
+    ec.queue_capacity = s->cfg.max_queue;
+    ec.prep_threads = s->cfg.prep_threads;
+    o->st = llava_engine_open(&ec, &s->engine, &o->err);
+    return NULL;
+}
+
+static llava_status open_engine(srv_server *s, llava_error *err) {
+    engine_opener o = {.s = s, .st = LLAVA_ERR_INTERNAL};
+    llava_error_clear(&o.err);
+    pthread_t t;
+    if (pthread_create(&t, NULL, open_engine_thread, &o) != 0)
+        return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not start a thread");
+    pthread_join(t, NULL);
+    if (o.st != LLAVA_OK) *err = o.err;
+    return o.st;
+}
+
 llava_status srv_create(const srv_config *cfg, srv_server **out, llava_error *err) {
     *out = NULL;
     llava_status st = check_config(cfg, err);
@@ -399,6 +444,8 @@ llava_status srv_create(const srv_config *cfg, srv_server **out, llava_error *er
     if (c->remote_max_redirects < 0) c->remote_max_redirects = 3;
     if (c->grace_seconds < 0) c->grace_seconds = 30;
     if (c->idle_timeout_s <= 0) c->idle_timeout_s = 60;
+    if (c->engine_nice < 0) c->engine_nice = 0;
+    if (c->engine_nice > 19) c->engine_nice = 19;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     s->rng = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40) ^
@@ -425,14 +472,7 @@ llava_status srv_create(const srv_config *cfg, srv_server **out, llava_error *er
     }
     srv_model_facts(s);
 
-    llava_engine_config ec;
-    llava_engine_config_default(&ec);
-    ec.model_dir = s->model_dir;
-    ec.n_threads = c->n_threads;
-    ec.n_ctx = c->n_ctx;
-    ec.queue_capacity = c->max_queue;
-    ec.prep_threads = c->prep_threads;
-    if ((st = llava_engine_open(&ec, &s->engine, err)) != LLAVA_OK) {
+    if ((st = open_engine(s, err)) != LLAVA_OK) {
         srv_free(s);
         return st;
     }

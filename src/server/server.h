@@ -32,6 +32,8 @@ typedef struct srv_config {
     int n_threads;               /* engine compute threads; <= 0: the online cores */
     int n_ctx;                   /* context limit; <= 0: the model's */
     int prep_threads;            /* engine preprocessing threads (1-2); <= 0: 1 */
+    int engine_nice;             /* the engine's threads run this much nicer than the loop
+                                  * (0..19), so that the loop preempts them when it wakes */
     srv_log_fn log;              /* NULL: silent */
     void *log_user;
 } srv_config;
