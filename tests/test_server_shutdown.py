@@ -1,7 +1,8 @@
 """Stopping `llava serve` with signals: the first SIGTERM/SIGINT stops accepting connections,
-answers new requests on open connections with 503 ("draining" on /health) and lets in-flight
-requests finish, then the process exits 0; requests still running when the grace period ends are
-cancelled with an error their client can read (exit still 0); a second signal aborts (exit 1)."""
+answers new requests on open connections with 503 ("draining" on /health, and closes them) and
+lets in-flight requests finish, then the process exits 0; requests still running when the grace
+period ends are cancelled with an error their client can read (exit still 0); a second signal
+aborts (exit 1)."""
 import http.client
 import json
 import os
@@ -34,23 +35,36 @@ def read_stream(r, first):
 
 def test_graceful():
     with Server(slow_model(), "--threads", "1", "--grace-seconds", "30") as srv:
-        idle = http.client.HTTPConnection(srv.host, srv.port, timeout=10)  # kept alive
-        idle.request("GET", "/health")
-        check(idle.getresponse().read() == b'{"status":"ok"}', "health before")
-        c, r, first = start_stream(srv, 60)
+        idle, idle2 = (http.client.HTTPConnection(srv.host, srv.port, timeout=10) for _ in range(2))
+        for conn in (idle, idle2):  # kept alive
+            conn.request("GET", "/health")
+            check(conn.getresponse().read() == b'{"status":"ok"}', "health before")
+        c, r, first = start_stream(srv, 1000)  # outlasts the checks below (1-10 ms a token)
         srv.signal(signal.SIGTERM)
-        time.sleep(0.2)
-        # new connections are refused; an open one gets 503 answers
+        # the open connection gets 503 answers once the signal is handled
+        deadline = time.time() + 5
+        while True:
+            idle.request("GET", "/health")
+            h = idle.getresponse()
+            body = h.read()
+            if h.status == 503:
+                break
+            check(time.time() < deadline, "the server never started draining")
+            time.sleep(0.01)
+        check(json.loads(body)["status"] == "draining", f"health while draining: {body!r}")
+        check(h.getheader("Connection") == "close", "answers while draining close their connection")
+        idle.close()
+        idle2.request("POST", "/v1/chat/completions", "{}")
+        h = idle2.getresponse()
+        check(h.status == 503 and "shutting down" in json.loads(h.read())["error"]["message"],
+              "new requests while draining")
+        idle2.close()
+        # new connections are refused
         try:
             socket.create_connection((srv.host, srv.port), timeout=2).close()
             check(False, "a new connection was accepted while draining")
         except ConnectionRefusedError:
             pass
-        idle.request("GET", "/health")
-        h = idle.getresponse()
-        check(h.status == 503 and json.loads(h.read())["status"] == "draining", "health while draining")
-        idle.close()
-        idle = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
         # the in-flight stream runs to its end
         text = read_stream(r, first)
         check(text.rstrip().endswith("data: [DONE]") and '"finish_reason":"length"' in text,
