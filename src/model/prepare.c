@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/file.h"
 #include "image/image.h"
 #include "model/internal.h"
 
@@ -42,37 +43,36 @@ static llava_status render(const llava_model *m, const template_message *msgs, s
     return template_render(kind, msgs, n, true, out, err);
 }
 
+/* Encoded images (bytes or a file) go through image_decode_preprocess, which resizes JPEG rows
+ * as they are decoded instead of holding the full-size photo; decoded pixels are preprocessed. */
 static llava_status load_image(const llava_model *m, const llava_image_input *in, int index,
                                float *pixels, llava_error *err) {
-    image_rgb img = {0};
-    const uint8_t *rgb;
-    int w, h;
-    llava_status st = LLAVA_OK;
-    if (in->bytes) {
-        st = image_decode_memory(in->bytes, in->len, NULL, &img, err);
-    } else if (in->path) {
-        st = image_decode_file(in->path, NULL, &img, err);
-    } else if (!in->rgb || in->width <= 0 || in->height <= 0) {
-        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
-                               "image %d: no bytes, path or pixels given", index);
-    }
-    if (st != LLAVA_OK) {
-        if (in->path) return llava_error_prefix(err, "image %d", index);
-        return llava_error_prefix(err, "image %d (%zu bytes)", index, in->len);
-    }
-    if (img.rgb) {
-        rgb = img.rgb;
-        w = img.width;
-        h = img.height;
-    } else {
-        rgb = in->rgb;
-        w = in->width;
-        h = in->height;
-    }
     int S = m->info.image_size, oh = 0, ow = 0;
-    st = image_preprocess(rgb, w, h, &m->pre, pixels, (size_t)3 * S * S, &oh, &ow, err);
-    image_free(&img);
-    if (st != LLAVA_OK) return llava_error_prefix(err, "image %d", index);
+    size_t cap = (size_t)3 * S * S;
+    llava_status st;
+    if (in->bytes || in->path) {
+        char *file = NULL;
+        size_t len = in->len;
+        const void *bytes = in->bytes;
+        if (!bytes) {
+            /* the same cap as image_decode_file */
+            st = llava_read_file(in->path, (size_t)256 << 20, &file, &len, err);
+            if (st != LLAVA_OK) return llava_error_prefix(err, "image %d", index);
+            bytes = file;
+        }
+        st = image_decode_preprocess(bytes, len, NULL, &m->pre, pixels, cap, &oh, &ow, err);
+        free(file);
+        if (st != LLAVA_OK) {
+            if (in->path) return llava_error_prefix(err, "image %d (%s)", index, in->path);
+            return llava_error_prefix(err, "image %d (%zu bytes)", index, in->len);
+        }
+    } else {
+        if (!in->rgb || in->width <= 0 || in->height <= 0)
+            return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
+                                   "image %d: no bytes, path or pixels given", index);
+        st = image_preprocess(in->rgb, in->width, in->height, &m->pre, pixels, cap, &oh, &ow, err);
+        if (st != LLAVA_OK) return llava_error_prefix(err, "image %d", index);
+    }
     if (oh != S || ow != S)
         return llava_error_set(err, LLAVA_ERR_UNSUPPORTED,
                                "image %d: preprocessing gave %dx%d, the vision tower takes %dx%d",
