@@ -1,6 +1,7 @@
 """`llava serve` driven with curl: OpenAI chat (whole and streamed), Ollama chat and generate
-(whole, NDJSON, raw), with a base64 image; the greedy answers must equal the fixtures' reference
-text (Hugging Face transformers, 16 greedy tokens). Also the model lists, /health, /metrics,
+(whole, NDJSON, raw), with a base64 image; the greedy answers must equal `llava run` on the same
+image and question, and the fixtures' reference text (Hugging Face transformers, 16 greedy
+tokens). Also the model lists, /health, /metrics,
 bearer-token auth, and requests that arrive while the model loads (then is ready, or fails)."""
 import json
 import os
@@ -11,7 +12,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_clients"))
-from serverlib import (Server, check, fixture, openai_chat_body, run_tests, sse_events)  # noqa: E402
+from serverlib import (Server, check, fixture, llava_run, openai_chat_body, run_tests,  # noqa: E402
+                       sse_events)
 
 CASES = ["tiny-f32", "tiny-bf16-gelu", "small-f16"]
 
@@ -22,6 +24,9 @@ def curl_json(srv, path, body, *extra):
 
 
 def answers_for(fx):
+    # the command line's greedy answers are the reference; they equal transformers' too
+    cli, cli_raw = llava_run(fx), llava_run(fx, raw=True)
+    check(cli == fx["text"] and cli_raw == fx["text"], f"{fx['name']}: llava run {cli!r} {cli_raw!r}")
     with Server(fx["model"]) as srv:
         # OpenAI, whole answer
         st, out = curl_json(srv, "/v1/chat/completions", openai_chat_body(fx))

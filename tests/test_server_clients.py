@@ -1,6 +1,7 @@
 """`llava serve` driven by the official `openai` and `ollama` npm clients (tests/server_clients,
 installed here with npm ci): chat with a base64 image, whole and streamed, Ollama chat and
-generate; every greedy answer must equal the fixture's reference text. Needs node and npm."""
+generate; every greedy answer must equal `llava run` on the same input (and the fixture's
+reference text). Needs node and npm."""
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import sys
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_clients")
 sys.path.insert(0, HERE)
-from serverlib import Server, check, fixture, run_tests  # noqa: E402
+from serverlib import Server, check, fixture, llava_run, run_tests  # noqa: E402
 
 
 def install():
@@ -41,7 +42,8 @@ def test_official_clients():
     fx = fixture("tiny-f32")
     with Server(fx["model"], "--api-key", "key-123") as srv:
         r = run_clients(srv, fx, api_key="key-123")
-    want = fx["text"]
+    want = llava_run(fx)
+    check(want == fx["text"], f"llava run: {want!r}")
     check(r["openai"]["content"] == want, f"openai: {r['openai']}")
     check(r["openai"]["finish_reason"] == "length" and r["openai"]["usage"]["completion_tokens"] == 16, r["openai"])
     s = r["openai_stream"]

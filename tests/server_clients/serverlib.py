@@ -81,6 +81,17 @@ def slow_model():
     return out
 
 
+def llava_run(fx, raw=False, max_tokens=16):
+    """The greedy answer of `llava run` (the command line, no server) on a fixture's image and
+    question (or, raw, its whole prompt)."""
+    cmd = [LLAVA_BIN, "run", "-m", fx["model"], "-i", fx["image"], "-n", str(max_tokens), "--json",
+           "-t", "1", "-p", fx["raw_prompt"] if raw else fx["question"]] + (["--raw"] if raw else [])
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise AssertionError(f"llava run failed: {p.stderr}")
+    return json.loads(p.stdout)["text"]
+
+
 class Server:
     """One `llava serve` process on 127.0.0.1 and a free port."""
 
