@@ -595,6 +595,13 @@ static void test_probes(void **state) {
     double fl = tensor_probe_peak_flops(NULL, 0.02);
     assert_true(bw > 1e8 && bw < 1e13);
     assert_true(fl > 1e8 && fl < 1e13);
+    /* Per CPU share: at least about the wall-clock rate (the share is at most 1, up to the
+     * granularity of the kernel's CPU accounting on short passes). */
+    double pc_bw, pc_fl;
+    double bw2 = tensor_probe_read_bandwidth_ex(pool, 8u << 20, 2, &pc_bw);
+    double fl2 = tensor_probe_peak_flops_ex(pool, 0.02, &pc_fl);
+    assert_true(bw2 > 0 && isfinite(pc_bw) && pc_bw >= bw2 * 0.5);
+    assert_true(fl2 > 0 && isfinite(pc_fl) && pc_fl >= fl2 * 0.5);
     tensor_pool_destroy(pool);
 }
 

@@ -41,14 +41,21 @@ typedef struct product_result {
     double gflops, gbs; /* rates of that time */
     double fraction;    /* of the bound: read bandwidth (batch 1) or peak FMA rate */
     double cpu_share;   /* CPU time / (wall time × threads) of that pass: below 1 on a busy machine */
+    double fraction_cpu; /* the same with rate and bound each divided by their CPU share */
 } product_result;
+
+/* A bound measured a few times: the best wall-clock rate, and the best rate per CPU share (what
+ * the threads reach while they run, which a busy shared machine does not hide). */
+typedef struct bound {
+    double best, best_cpu;
+} bound;
 
 typedef struct kernel_bench {
     int threads;
     int quick;
     tensor_pool *pool;                 /* all threads */
-    double bw_all, bw_one;             /* bytes/s */
-    double peak_all, peak_one;         /* flop/s */
+    bound bw_all, bw_one;              /* bytes/s */
+    bound peak_all, peak_one;          /* flop/s */
     double pool_empty_us;              /* one run of an empty function on the pool (best batch) */
     product_result results[32];
     int n_results;
@@ -112,56 +119,74 @@ static void time_product(kernel_bench *b, const uint16_t *arena, size_t arena_el
 
 /* Measures the bounds; called before and after the products, keeping the best of each, so that a
  * bound taken while the machine was busy does not inflate the fractions. */
+static void keep(bound *bd, double rate, double rate_per_cpu) {
+    if (rate > bd->best) bd->best = rate;
+    if (rate_per_cpu > bd->best_cpu) bd->best_cpu = rate_per_cpu;
+}
+
 static void probe_bounds(kernel_bench *b) {
     size_t bw_bytes = (size_t)1 << 30;
     int reps = b->quick ? 2 : 4;
-    double peak_s = b->quick ? 0.2 : 0.5, v;
-    if ((v = tensor_probe_read_bandwidth(b->pool, bw_bytes, reps)) > b->bw_all) b->bw_all = v;
-    if ((v = tensor_probe_read_bandwidth(NULL, bw_bytes, reps)) > b->bw_one) b->bw_one = v;
-    if ((v = tensor_probe_peak_flops(b->pool, peak_s)) > b->peak_all) b->peak_all = v;
-    if ((v = tensor_probe_peak_flops(NULL, peak_s)) > b->peak_one) b->peak_one = v;
+    double peak_s = b->quick ? 0.2 : 0.5, pc;
+    double v = tensor_probe_read_bandwidth_ex(b->pool, bw_bytes, reps, &pc);
+    keep(&b->bw_all, v, pc);
+    v = tensor_probe_read_bandwidth_ex(NULL, bw_bytes, reps, &pc);
+    keep(&b->bw_one, v, pc);
+    v = tensor_probe_peak_flops_ex(b->pool, peak_s, &pc);
+    keep(&b->peak_all, v, pc);
+    v = tensor_probe_peak_flops_ex(NULL, peak_s, &pc);
+    keep(&b->peak_one, v, pc);
 }
 
 static void set_fractions(kernel_bench *b) {
     for (int i = 0; i < b->n_results; i++) {
         product_result *r = &b->results[i];
-        if (r->batch == 1) r->fraction = r->gbs * 1e9 / (r->threads == 1 ? b->bw_one : b->bw_all);
-        else r->fraction = r->gflops * 1e9 / (r->threads == 1 ? b->peak_one : b->peak_all);
+        const bound *bd = r->batch == 1 ? (r->threads == 1 ? &b->bw_one : &b->bw_all)
+                                        : (r->threads == 1 ? &b->peak_one : &b->peak_all);
+        double rate = r->batch == 1 ? r->gbs * 1e9 : r->gflops * 1e9;
+        r->fraction = rate / bd->best;
+        r->fraction_cpu = r->cpu_share > 0 ? rate / r->cpu_share / bd->best_cpu : 0;
     }
 }
 
 static void print_text(const kernel_bench *b) {
     printf("kernel path %s, %d threads\n", tensor_isa_name(tensor_isa_active()), b->threads);
-    printf("read bandwidth   %8.2f GB/s (%d threads)   %8.2f GB/s (1 thread)\n", b->bw_all * 1e-9,
-           b->threads, b->bw_one * 1e-9);
-    printf("peak f32 FMA     %8.1f GFLOP/s (%d threads) %7.1f GFLOP/s (1 thread)\n", b->peak_all * 1e-9,
-           b->threads, b->peak_one * 1e-9);
+    printf("read bandwidth   %8.2f GB/s (%d threads)   %8.2f GB/s (1 thread)   per CPU share: %.2f / %.2f\n",
+           b->bw_all.best * 1e-9, b->threads, b->bw_one.best * 1e-9, b->bw_all.best_cpu * 1e-9,
+           b->bw_one.best_cpu * 1e-9);
+    printf("peak f32 FMA     %8.1f GFLOP/s (%d threads) %7.1f GFLOP/s (1 thread) per CPU share: %.1f / %.1f\n",
+           b->peak_all.best * 1e-9, b->threads, b->peak_one.best * 1e-9, b->peak_all.best_cpu * 1e-9,
+           b->peak_one.best_cpu * 1e-9);
     printf("pool empty run   %8.2f us\n\n", b->pool_empty_us);
-    printf("%-12s %-5s %5s %7s %10s %9s %8s %9s %5s\n", "W (out×in)", "dtype", "batch", "threads", "ms",
-           "GFLOP/s", "GB/s", "of bound", "cpu");
+    printf("%-12s %-5s %5s %7s %10s %9s %8s %9s %5s %9s\n", "W (out×in)", "dtype", "batch", "threads", "ms",
+           "GFLOP/s", "GB/s", "of bound", "cpu", "(per cpu)");
     for (int i = 0; i < b->n_results; i++) {
         const product_result *r = &b->results[i];
         char shape[32];
         snprintf(shape, sizeof shape, "%dx%d", r->n, r->k);
-        printf("%-12s %-5s %5d %7d %10.3f %9.1f %8.2f %8.1f%% %4.0f%% %s\n", shape, llava_dtype_name(r->dtype),
-               r->batch, r->threads, r->seconds * 1e3, r->gflops, r->gbs, 100 * r->fraction, 100 * r->cpu_share,
-               r->batch == 1 ? "(bound: read bandwidth)" : "(bound: peak FMA)");
+        printf("%-12s %-5s %5d %7d %10.3f %9.1f %8.2f %8.1f%% %4.0f%% %8.1f%% %s\n", shape,
+               llava_dtype_name(r->dtype), r->batch, r->threads, r->seconds * 1e3, r->gflops, r->gbs,
+               100 * r->fraction, 100 * r->cpu_share, 100 * r->fraction_cpu,
+               r->batch == 1 ? "read bandwidth" : "peak FMA");
     }
     printf("\ncpu: CPU time / (wall × threads) during the best pass; well below 100%% means the machine\n"
-           "was busy with other work and the figures (and bounds) are low.\n");
+           "was busy with other work and the wall-clock figures (and bounds) are low. (per cpu): the\n"
+           "fraction with the figure and its bound each divided by their CPU share.\n");
 }
 
 static void print_json(const kernel_bench *b) {
     printf("{\"isa\":\"%s\",\"threads\":%d,", tensor_isa_name(tensor_isa_active()), b->threads);
-    printf("\"read_bandwidth_gbs\":{\"all\":%.3f,\"one\":%.3f},", b->bw_all * 1e-9, b->bw_one * 1e-9);
-    printf("\"peak_gflops\":{\"all\":%.2f,\"one\":%.2f},", b->peak_all * 1e-9, b->peak_one * 1e-9);
+    printf("\"read_bandwidth_gbs\":{\"all\":%.3f,\"one\":%.3f,\"all_per_cpu\":%.3f,\"one_per_cpu\":%.3f},",
+           b->bw_all.best * 1e-9, b->bw_one.best * 1e-9, b->bw_all.best_cpu * 1e-9, b->bw_one.best_cpu * 1e-9);
+    printf("\"peak_gflops\":{\"all\":%.2f,\"one\":%.2f,\"all_per_cpu\":%.2f,\"one_per_cpu\":%.2f},",
+           b->peak_all.best * 1e-9, b->peak_one.best * 1e-9, b->peak_all.best_cpu * 1e-9, b->peak_one.best_cpu * 1e-9);
     printf("\"pool_empty_run_us\":%.3f,\"products\":[", b->pool_empty_us);
     for (int i = 0; i < b->n_results; i++) {
         const product_result *r = &b->results[i];
         printf("%s{\"n\":%d,\"k\":%d,\"dtype\":\"%s\",\"batch\":%d,\"threads\":%d,\"ms\":%.4f,"
-               "\"gflops\":%.2f,\"gbs\":%.3f,\"bound\":\"%s\",\"fraction\":%.4f,\"cpu_share\":%.3f}",
+               "\"gflops\":%.2f,\"gbs\":%.3f,\"bound\":\"%s\",\"fraction\":%.4f,\"cpu_share\":%.3f,\"fraction_per_cpu\":%.4f}",
                i ? "," : "", r->n, r->k, llava_dtype_name(r->dtype), r->batch, r->threads, r->seconds * 1e3,
-               r->gflops, r->gbs, r->batch == 1 ? "read_bandwidth" : "peak_fma", r->fraction, r->cpu_share);
+               r->gflops, r->gbs, r->batch == 1 ? "read_bandwidth" : "peak_fma", r->fraction, r->cpu_share, r->fraction_cpu);
     }
     printf("]}\n");
 }
@@ -190,7 +215,7 @@ static int bench_kernels(int argc, char **argv) {
     b.threads = tensor_pool_threads(b.pool);
 
     probe_bounds(&b);
-    if (b.bw_all <= 0 || b.bw_one <= 0) {
+    if (b.bw_all.best <= 0 || b.bw_one.best <= 0) {
         tensor_pool_destroy(b.pool);
         return cli_fail("bench kernels: cannot allocate the 1 GiB bandwidth buffer");
     }

@@ -14,6 +14,18 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A pass's rate divided by its CPU share (CPU time / (wall × threads)): what the threads reach
+ * while they run. */
+static double per_cpu_rate(double amount, double cpu, int nth) {
+    return cpu > 0 ? amount / (cpu / nth) : 0;
+}
+
 typedef struct bw_ctx {
     const tensor_kernels *k;
     float *buf;
@@ -35,21 +47,29 @@ static void bw_read(void *ctx_, int ith, int nth) {
     atomic_store_explicit(&c->sink, s, memory_order_relaxed);
 }
 
-double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps) {
+double tensor_probe_read_bandwidth_ex(tensor_pool *pool, size_t bytes, int reps, double *per_cpu) {
     bw_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .n = bytes / sizeof(float) / 64 * 64};
+    if (per_cpu) *per_cpu = 0;
     if (c.n == 0) return 0;
     c.buf = aligned_alloc(64, c.n * sizeof(float));
     if (!c.buf) return 0;
     tensor_pool_run(pool, bw_touch, &c);
-    double best = 0;
+    double best = 0, best_cpu = 0, amount = (double)(c.n * sizeof(float));
     for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         tensor_pool_run(pool, bw_read, &c);
-        double dt = now_s() - t0, rate = (double)(c.n * sizeof(float)) / dt;
-        if (rate > best) best = rate;
+        double dt = now_s() - t0, dc = cpu_s() - c0;
+        if (amount / dt > best) best = amount / dt;
+        double pc = per_cpu_rate(amount, dc, tensor_pool_threads(pool));
+        if (pc > best_cpu) best_cpu = pc;
     }
     free(c.buf);
+    if (per_cpu) *per_cpu = best_cpu;
     return best;
+}
+
+double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps) {
+    return tensor_probe_read_bandwidth_ex(pool, bytes, reps, NULL);
 }
 
 typedef struct fma_ctx {
@@ -67,7 +87,7 @@ static void fma_slice(void *ctx_, int ith, int nth) {
     while (!atomic_compare_exchange_weak(&c->flops, &old, old + f)) {}
 }
 
-double tensor_probe_peak_flops(tensor_pool *pool, double seconds) {
+double tensor_probe_peak_flops_ex(tensor_pool *pool, double seconds, double *per_cpu) {
     fma_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .iters = 1000};
     /* Calibrate on the caller so that one pass takes about a tenth of the time asked for. */
     for (;;) {
@@ -77,13 +97,20 @@ double tensor_probe_peak_flops(tensor_pool *pool, double seconds) {
         if (dt > seconds / 10 || c.iters > (1L << 40)) break;
         c.iters *= 2;
     }
-    double best = 0, t_end = now_s() + seconds;
+    double best = 0, best_cpu = 0, t_end = now_s() + seconds;
     do {
         atomic_store(&c.flops, 0.0);
-        double t0 = now_s();
+        double t0 = now_s(), c0 = cpu_s();
         tensor_pool_run(pool, fma_slice, &c);
-        double rate = atomic_load(&c.flops) / (now_s() - t0);
-        if (rate > best) best = rate;
+        double dt = now_s() - t0, dc = cpu_s() - c0, f = atomic_load(&c.flops);
+        if (f / dt > best) best = f / dt;
+        double pc = per_cpu_rate(f, dc, tensor_pool_threads(pool));
+        if (pc > best_cpu) best_cpu = pc;
     } while (now_s() < t_end);
+    if (per_cpu) *per_cpu = best_cpu;
     return best;
+}
+
+double tensor_probe_peak_flops(tensor_pool *pool, double seconds) {
+    return tensor_probe_peak_flops_ex(pool, seconds, NULL);
 }

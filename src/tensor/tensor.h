@@ -98,5 +98,10 @@ double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps);
 /* Peak f32 FMA rate in flop/s of the best path the CPU has, a register-only loop on every thread
  * of pool (NULL: the caller alone) for about `seconds`. */
 double tensor_probe_peak_flops(tensor_pool *pool, double seconds);
+/* The same, also giving (if per_cpu is not NULL) the best pass's rate divided by its CPU share,
+ * CPU time / (wall × threads): the rate while the threads run, which on a machine shared with
+ * other work is the figure to compare kernels against. */
+double tensor_probe_read_bandwidth_ex(tensor_pool *pool, size_t bytes, int reps, double *per_cpu);
+double tensor_probe_peak_flops_ex(tensor_pool *pool, double seconds, double *per_cpu);
 
 #endif
