@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "cli/cli.h"
@@ -164,6 +165,12 @@ int cmd_serve(int argc, char **argv) {
     if (!quiet) cfg.log = log_line;
     /* a client that disconnects mid-answer must not kill the server with SIGPIPE */
     signal(SIGPIPE, SIG_IGN);
+    /* every client is a descriptor: allow as many as the system lets this process have */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 
     llava_error err;
     srv_server *s;
