@@ -72,6 +72,11 @@ const tensor_kernels *tensor_kernels_active(void);
 /* The table of a given path (no clamping; callers check the CPU). */
 const tensor_kernels *tensor_kernels_for(tensor_isa isa);
 
+/* A buffer of at least `bytes` (64-byte aligned) that thread ith of the pool may use during the
+ * current run; kept and reused by the pool until it is destroyed. NULL if it cannot be had
+ * (the caller then allocates its own). */
+void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
+
 /* Weight format of a dtype, or -1 when the products do not read it. */
 int tensor_wfmt_of(llava_dtype t);
 

@@ -24,6 +24,7 @@
 
 typedef struct mm_ctx {
     const tensor_kernels *k;
+    tensor_pool *pool; /* for its per-thread scratch; NULL: allocate per call */
     float *y;
     size_t ldy;
     const float *x;
@@ -113,13 +114,18 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
 }
 
 static void gemm_slice(void *ctx, int ith, int nth) {
-    (void)ith;
     (void)nth;
     mm_ctx *c = ctx;
     const tensor_kernels *k = c->k;
     size_t bytes_ap = (size_t)TENSOR_MR_MAX * KC * sizeof(float), bytes_bp = (size_t)NC * KC * sizeof(float);
     size_t bytes_ct = (size_t)TENSOR_MR_MAX * TENSOR_NR_MAX * sizeof(float);
-    char *mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
+    /* The pool keeps each thread's scratch between calls (attention makes many small GEMMs). */
+    char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes_ap + bytes_bp + bytes_ct) : NULL;
+    int owned = 0;
+    if (!mem) {
+        mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
+        owned = 1;
+    }
     gemm_scratch s = {0};
     if (mem) {
         s.ap = (float *)mem;
@@ -151,7 +157,7 @@ static void gemm_slice(void *ctx, int ith, int nth) {
             }
         }
     }
-    free(mem);
+    if (owned) free(mem);
 }
 
 /* Splits N into items of whole tiles, a few per thread; when N alone gives too few items
@@ -186,7 +192,7 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
         for (size_t i = 0; i < (size_t)M * (size_t)N; i++) y[i] = __builtin_nanf("");
         return;
     }
-    mm_ctx c = {.k = tensor_kernels_active(), .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
+    mm_ctx c = {.k = tensor_kernels_active(), .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
                 .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
                 .bias = bias, .M = M, .N = N, .K = K};
     if (K <= 0) {
@@ -224,7 +230,7 @@ static void nn_rows_item(void *ctx, int item, int ith) {
 void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
                       const float *b, int ldb, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
-    mm_ctx c = {.k = tensor_kernels_active(), .y = y, .ldy = (size_t)ldy, .x = x, .ldx = (size_t)ldx,
+    mm_ctx c = {.k = tensor_kernels_active(), .pool = pool, .y = y, .ldy = (size_t)ldy, .x = x, .ldx = (size_t)ldx,
                 .w = b, .ldw = (size_t)ldb, .fmt = -1, .esize = sizeof(float),
                 .M = M, .N = N, .K = K};
     if (K <= 0) {

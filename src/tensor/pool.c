@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tensor/tensor.h"
+#include "tensor/kernels.h"
 
 /* How long a thread spins for the next event before it sleeps. Long enough to bridge the gap
  * between two products of one decode step, short enough not to hold a core when idle. */
@@ -28,6 +28,9 @@ struct tensor_pool {
     atomic_bool stop;
     void (*fn)(void *ctx, int ith, int nth);
     void *ctx;
+    /* Per-thread scratch of the kernels (tensor_pool_scratch); a thread only touches its own. */
+    void **scratch;
+    size_t *scratch_bytes;
 };
 
 static inline void cpu_relax(void) {
@@ -112,7 +115,9 @@ tensor_pool *tensor_pool_create(int n_threads) {
     if (pthread_cond_init(&p->wake, NULL)) goto fail_wake;
     if (pthread_cond_init(&p->done, NULL)) goto fail_done;
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    if (!p->threads) goto fail_threads;
+    p->scratch = calloc((size_t)n_threads, sizeof *p->scratch);
+    p->scratch_bytes = calloc((size_t)n_threads, sizeof *p->scratch_bytes);
+    if (!p->threads || !p->scratch || !p->scratch_bytes) goto fail_threads;
     int started = 0;
     for (int i = 1; i < n_threads; i++) {
         worker_arg *arg = malloc(sizeof *arg);
@@ -132,8 +137,10 @@ tensor_pool *tensor_pool_create(int n_threads) {
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < started; i++) pthread_join(p->threads[i], NULL);
-    free(p->threads);
 fail_threads:
+    free(p->threads);
+    free(p->scratch);
+    free(p->scratch_bytes);
     pthread_cond_destroy(&p->done);
 fail_done:
     pthread_cond_destroy(&p->wake);
@@ -151,6 +158,9 @@ void tensor_pool_destroy(tensor_pool *p) {
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n_threads - 1; i++) pthread_join(p->threads[i], NULL);
+    for (int i = 0; i < p->n_threads; i++) free(p->scratch[i]);
+    free(p->scratch);
+    free(p->scratch_bytes);
     free(p->threads);
     pthread_cond_destroy(&p->done);
     pthread_cond_destroy(&p->wake);
@@ -159,6 +169,18 @@ void tensor_pool_destroy(tensor_pool *p) {
 }
 
 int tensor_pool_threads(const tensor_pool *p) { return p ? p->n_threads : 1; }
+
+void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
+    if (!p || ith < 0 || ith >= p->n_threads) return NULL;
+    if (p->scratch_bytes[ith] >= bytes) return p->scratch[ith];
+    size_t size = (bytes + 63) / 64 * 64;
+    void *m = aligned_alloc(64, size);
+    if (!m) return NULL;
+    free(p->scratch[ith]);
+    p->scratch[ith] = m;
+    p->scratch_bytes[ith] = size;
+    return m;
+}
 
 void tensor_pool_run(tensor_pool *p, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
     if (!p || p->n_threads == 1) {
