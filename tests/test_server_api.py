@@ -3,9 +3,11 @@
 image and question, and the fixtures' reference text (Hugging Face transformers, 16 greedy
 tokens). Also the model lists, /health, /metrics,
 bearer-token auth, and requests that arrive while the model loads (then is ready, or fails)."""
+import base64
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -121,6 +123,51 @@ def test_sampling_and_stop():
         # Ollama: an empty prompt only loads the model
         st, _, _, r = srv.post_json("/api/generate", {"model": "m", "stream": False})
         check(st == 200 and r["done"] and r["done_reason"] == "load", r)
+
+
+def test_large_bodies():
+    """Bodies over 256 KiB are parsed on a helper thread: a 20 MiB image upload gets the same
+    answer, its errors the same messages, a client leaving mid-parse is harmless, and /health
+    answers promptly all the while (an inline parse of such a body holds a loop for ~1 s)."""
+    fx = fixture("tiny-f32")
+    # PNG decoders stop at IEND: trailing bytes make the upload big, not different
+    big = dict(fx, image_b64=base64.b64encode(open(fx["image"], "rb").read() + b"\0" * (15 << 20)).decode())
+    with Server(fx["model"]) as srv:
+        lat, stop = [], []
+
+        def poll():
+            s = socket.create_connection((srv.host, srv.port))
+            while not stop:
+                t = time.perf_counter()
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                data = b""
+                while not data.endswith(b'{"status":"ok"}'):
+                    data += s.recv(4096)
+                lat.append(time.perf_counter() - t)
+                time.sleep(0.002)
+            s.close()
+
+        t = threading.Thread(target=poll)
+        t.start()
+        try:
+            st, _, _, r = srv.post_json("/v1/chat/completions", openai_chat_body(big))
+            check(st == 200 and r["choices"][0]["message"]["content"] == fx["text"], f"{st} {str(r)[:300]}")
+            body = json.dumps(openai_chat_body(big))
+            st, _, data = srv.request("POST", "/v1/chat/completions", body[:-2] + "]", {})
+            check(st == 400 and "invalid JSON" in json.loads(data)["error"]["message"], data[:300])
+            st, _, data = srv.request("POST", "/api/chat", json.dumps(
+                {"model": "m", "messages": [{"role": "user", "content": "x", "images": [big["image_b64"] + "@"]}]}), {})
+            check(st == 400 and "invalid base64 character '@'" in json.loads(data)["error"], data[:300])
+            srv.raw(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body.encode()), read=False)  # and gone at once
+        finally:
+            stop.append(True)
+            t.join()
+        worst = max(lat)
+        check(worst < 0.3, f"/health took {worst * 1000:.0f} ms during the uploads")
+        print(f"     /health during 20 MiB uploads: {len(lat)} checks, worst {worst * 1000:.1f} ms")
+        st, _, _, r = srv.post_json("/v1/chat/completions", openai_chat_body(fx))
+        check(st == 200 and r["choices"][0]["message"]["content"] == fx["text"], r)
 
 
 def test_lists_health_metrics():
@@ -241,5 +288,5 @@ def test_loading_then_failed():
 
 if __name__ == "__main__":
     run_tests([test_answers_tiny_f32, test_answers_other_fixtures, test_sampling_and_stop,
-               test_lists_health_metrics, test_api_key, test_loading_then_ready,
+               test_large_bodies, test_lists_health_metrics, test_api_key, test_loading_then_ready,
                test_loading_then_failed])

@@ -19,33 +19,19 @@
 
 /* ---- the call's life ---- */
 
-static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api, srv_parsed *p) {
+static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api) {
     srv_call *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->srv = s;
     c->req = req;
     c->api = api;
-    c->parsed = p;
-    c->stream = p->stream;
-    c->include_usage = p->include_usage;
-    c->n_images = p->n_images;
-    c->text = evbuffer_new();
-    if (p->n_images) {
-        c->image_fields = calloc(p->n_images, sizeof *c->image_fields);
-        c->fetches = calloc(p->n_images, sizeof *c->fetches);
-        c->fetched = calloc(p->n_images, sizeof *c->fetched);
-    }
-    if (!c->text || (p->n_images && (!c->image_fields || !c->fetches || !c->fetched))) {
-        if (c->text) evbuffer_free(c->text);
-        free(c->image_fields);
-        free(c->fetches);
-        free(c->fetched);
+    /* until the body says otherwise: Ollama streams by default */
+    c->stream = api != SRV_API_OPENAI_CHAT;
+    if (!(c->text = evbuffer_new())) {
         free(c);
         return NULL;
     }
-    for (size_t i = 0; i < p->n_images; i++)
-        snprintf(c->image_fields[i], sizeof c->image_fields[i], "%s", p->sources[i].field);
-    snprintf(c->model, sizeof c->model, "%s", p->model && p->model[0] ? p->model : s->model_name);
+    snprintf(c->model, sizeof c->model, "%s", s->model_name);
     snprintf(c->id_str, sizeof c->id_str, "chatcmpl-%llx%llx", (unsigned long long)++s->n_ids,
              (unsigned long long)(srv_next_seed(s) & 0xffffffffffull));
     struct timeval tv;
@@ -64,6 +50,24 @@ static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api
     s->calls = c;
     s->n_calls++;
     return c;
+}
+
+/* Takes what the call needs from its parsed body (which it then owns). */
+static int call_adopt(srv_call *c, srv_parsed *p) {
+    if (p->n_images) {
+        c->image_fields = calloc(p->n_images, sizeof *c->image_fields);
+        c->fetches = calloc(p->n_images, sizeof *c->fetches);
+        c->fetched = calloc(p->n_images, sizeof *c->fetched);
+        if (!c->image_fields || !c->fetches || !c->fetched) return -1;
+    }
+    c->parsed = p;
+    c->stream = p->stream;
+    c->include_usage = p->include_usage;
+    c->n_images = p->n_images;
+    for (size_t i = 0; i < p->n_images; i++)
+        snprintf(c->image_fields[i], sizeof c->image_fields[i], "%s", p->sources[i].field);
+    if (p->model && p->model[0]) snprintf(c->model, sizeof c->model, "%s", p->model);
+    return 0;
 }
 
 static const char *path_of(srv_api api) {
@@ -88,7 +92,7 @@ void srv_call_free(srv_call *c) {
         struct evhttp_connection *conn = evhttp_request_get_connection(c->req);
         if (conn) evhttp_connection_set_closecb(conn, NULL, NULL);
     }
-    for (size_t i = 0; i < c->n_images; i++) {
+    for (size_t i = 0; c->fetches && i < c->n_images; i++) {
         if (c->fetches[i]) srv_fetch_cancel(c->fetches[i]);
         free(c->fetched[i]);
     }
@@ -143,6 +147,7 @@ static void on_connection_closed(struct evhttp_connection *conn, void *arg) {
     c->gone = true;
     if (c->tokens > 0) s->stats.disconnects_streaming++;
     else s->stats.disconnects_waiting++;
+    if (c->parsing) return; /* freed when the parsing thread hands its body back */
     if (c->id) {
         /* the call ends with its terminal event; cancel may lose a race with DONE: harmless */
         llava_engine_cancel(s->engine, c->id);
@@ -237,7 +242,8 @@ static void on_error_event(srv_call *c, const llava_event *ev) {
     llava_error load;
     bool load_failed = llava_engine_state(s->engine, &load) == LLAVA_LOAD_FAILED &&
                        !strcmp(load.message, msg);
-    if (!load_failed) {
+    /* once tokens flow the request was fine: a failure then is the server's (500) */
+    if (!load_failed && c->tokens == 0) {
         switch (ev->status) {
         case LLAVA_ERR_INVALID_ARGUMENT:
         case LLAVA_ERR_FORMAT:
@@ -455,23 +461,20 @@ void srv_calls_model_state(srv_server *s) {
 
 /* ---- the handler ---- */
 
-void srv_handle_generate(srv_server *s, struct evhttp_request *req, srv_api api) {
-    bool openai = api == SRV_API_OPENAI_CHAT;
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
-    if (!body) {
-        srv_reply_error(s, req, openai, 500, "out of memory reading the body", NULL);
+/* Bodies up to this size are parsed on the loop (well under a millisecond); larger ones, image
+ * uploads mostly, on the parsing thread. */
+#define INLINE_PARSE_MAX (256 * 1024)
+
+void srv_call_parsed(srv_call *c, srv_parsed *p, const srv_parse_error *err) {
+    srv_server *s = c->srv;
+    c->parsing = false;
+    if (c->gone) {
+        srv_parsed_free(p);
+        srv_call_free(c);
         return;
     }
-    srv_parse_options po = {.allow_local_files = s->cfg.allow_local_files,
-                            .allow_remote_images = s->cfg.allow_remote_images,
-                            .max_images = s->cfg.max_images};
-    srv_parse_error pe;
-    srv_parsed *p = srv_parse_request(api, body, len, &po, &pe);
-    evbuffer_drain(in, len); /* parsed (or refused): the raw body is not needed any more */
     if (!p) {
-        srv_reply_error(s, req, openai, pe.status, pe.message, pe.param);
+        call_fail(c, err->status, err->message, err->param);
         return;
     }
     llava_error load;
@@ -480,17 +483,15 @@ void srv_handle_generate(srv_server *s, struct evhttp_request *req, srv_api api)
         char msg[600];
         snprintf(msg, sizeof msg, "the model failed to load: %s", load.message);
         srv_parsed_free(p);
-        srv_reply_error(s, req, openai, 500, msg, NULL);
+        call_fail(c, 500, msg, NULL);
+        return;
+    }
+    if (call_adopt(c, p) != 0) {
+        srv_parsed_free(p);
+        call_fail(c, 503, "out of memory", NULL);
         return;
     }
     if (!p->seed_given) p->req.sampling.seed = srv_next_seed(s);
-    srv_call *c = call_new(s, req, api, p);
-    if (!c) {
-        srv_parsed_free(p);
-        srv_reply_error(s, req, openai, 503, "out of memory", NULL);
-        return;
-    }
-    watch_connection(c);
     if (p->load_only) {
         if (state == LLAVA_LOAD_READY) answer_load(c);
         else c->wait_load = true;
@@ -498,4 +499,34 @@ void srv_handle_generate(srv_server *s, struct evhttp_request *req, srv_api api)
     }
     if (p->n_remote > 0) start_fetches(c);
     else call_submit(c);
+}
+
+void srv_handle_generate(srv_server *s, struct evhttp_request *req, srv_api api) {
+    srv_call *c = call_new(s, req, api);
+    if (!c) {
+        srv_reply_error(s, req, api == SRV_API_OPENAI_CHAT, 503, "out of memory", NULL);
+        return;
+    }
+    watch_connection(c);
+    srv_parse_options po = {.allow_local_files = s->cfg.allow_local_files,
+                            .allow_remote_images = s->cfg.allow_remote_images,
+                            .max_images = s->cfg.max_images};
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    if (len > INLINE_PARSE_MAX && srv_bodies_post(s->bodies, c, api, &po, in)) {
+        c->parsing = true;
+        return;
+    }
+    srv_parse_error pe;
+    memset(&pe, 0, sizeof pe);
+    srv_parsed *p = NULL;
+    const char *body = len ? (const char *)evbuffer_pullup(in, -1) : "";
+    if (body) {
+        p = srv_parse_request(api, body, len, &po, &pe);
+    } else {
+        pe.status = 500;
+        snprintf(pe.message, sizeof pe.message, "out of memory reading the body");
+    }
+    evbuffer_drain(in, len); /* parsed (or refused): the raw body is not needed any more */
+    srv_call_parsed(c, p, &pe);
 }

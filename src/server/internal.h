@@ -13,6 +13,7 @@
 #include "server/server.h"
 
 typedef struct srv_call srv_call;
+typedef struct srv_bodies srv_bodies;
 
 /* HTTP answers by class, for /metrics. */
 enum { SRV_HTTP_2XX, SRV_HTTP_4XX, SRV_HTTP_429, SRV_HTTP_5XX, SRV_HTTP_CLASSES };
@@ -43,6 +44,7 @@ struct srv_server {
     struct event *flush_timer;      /* shutdown: wait a little for the last replies to be sent */
     struct event *trim_timer;       /* idle for a moment: give freed heap memory back */
     srv_fetcher *fetcher;           /* NULL unless remote images are allowed */
+    srv_bodies *bodies;             /* the thread that parses large bodies */
     srv_call *calls;                /* live generation calls */
     size_t n_calls;
     size_t replies_in_flight;       /* answers handed to libevent and not yet written */
@@ -71,6 +73,7 @@ struct srv_call {
     size_t fetches_left;
     llava_request_id id;            /* 0 until submitted */
     bool gone;                      /* the client disconnected */
+    bool parsing;                   /* its body is on the parsing thread */
     bool started;                   /* streaming headers sent */
     bool stream, include_usage;
     bool wait_load;                 /* Ollama load-only request waiting for READY */
@@ -108,6 +111,21 @@ void srv_handle_generate(srv_server *s, struct evhttp_request *req, srv_api api)
 void srv_call_event(srv_call *c, const llava_event *ev);
 /* The model finished loading (or failed): answer calls waiting for it. */
 void srv_calls_model_state(srv_server *s);
+
+/* The body of c has been parsed (p, or NULL and err): go on with the call. */
+void srv_call_parsed(srv_call *c, srv_parsed *p, const srv_parse_error *err);
+
+/* ---- bodies.c: parsing large bodies off the loop ---- */
+/* Creates the queue and its eventfd in the loop; srv_bodies_spawn starts the thread (called from
+ * the thread whose scheduling priority it should inherit). NULL if out of resources. */
+srv_bodies *srv_bodies_new(srv_server *s);
+int srv_bodies_spawn(srv_bodies *b);
+/* Stops the thread and drops unfinished jobs (their calls are freed by the caller). */
+void srv_bodies_free(srv_bodies *b);
+/* Moves the bytes of in into a job for c; false if the thread is not running or memory ran out
+ * (in is then untouched). */
+bool srv_bodies_post(srv_bodies *b, srv_call *c, srv_api api, const srv_parse_options *opt,
+                     struct evbuffer *in);
 
 /* ---- info.c: health, metrics, model lists ---- */
 void srv_handle_health(srv_server *s, struct evhttp_request *req);

@@ -393,6 +393,11 @@ static void *open_engine_thread(void *arg) {
         if (errno == 0)
             setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), now + s->cfg.engine_nice);
     }
+    /* the body parser's thread does the same kind of heavy work: the same priority */
+    if (srv_bodies_spawn(s->bodies) != 0) {
+        o->st = llava_error_set(&o->err, LLAVA_ERR_INTERNAL, "could not start the parsing thread");
+        return NULL;
+    }
     llava_engine_config ec;
     llava_engine_config_default(&ec);
     ec.model_dir = s->model_dir;
@@ -471,6 +476,10 @@ llava_status srv_create(const srv_config *cfg, srv_server **out, llava_error *er
         }
     }
     srv_model_facts(s);
+    if (!(s->bodies = srv_bodies_new(s))) {
+        srv_free(s);
+        return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not set up the parsing queue");
+    }
 
     if ((st = open_engine(s, err)) != LLAVA_OK) {
         srv_free(s);
@@ -510,6 +519,7 @@ int srv_run(srv_server *s) {
 
 void srv_free(srv_server *s) {
     if (!s) return;
+    srv_bodies_free(s->bodies); /* first: its jobs point at calls */
     /* calls still alive (an abort): their events will never be read */
     while (s->calls) {
         srv_call *c = s->calls;
