@@ -155,6 +155,8 @@ static void test_matmul_gemm_shapes(void **state) {
             check_matmul(NULL, wtypes[t], 29, 77, 257, 0, &r, "gemm");
             check_matmul(pool5, wtypes[t], 200, 33, 70, 1, &r, "gemm-narrow");
             check_matmul(pool, wtypes[t], 18, 520, 33, 0, &r, "gemm-wide");
+            check_matmul(pool, wtypes[t], 23, 65, 300, 1, &r, "below-gemm"); /* either side of */
+            check_matmul(pool, wtypes[t], 24, 65, 300, 1, &r, "gemm-min");   /* the GEMM threshold */
         }
     }
     tensor_pool_destroy(pool);
