@@ -309,7 +309,11 @@ llava_status llava_generate(llava_session *s, const llava_prepared *p,
             break;
         }
         s->piece.len = 0;
-        if ((st = tokenizer_stream_push(s->stream, id, &s->piece, err)) != LLAVA_OK) return st;
+        /* ids of a padded vocabulary (32002..32063 of llava-1.5) have logits but no token:
+         * Hugging Face decodes them to nothing, and so does this */
+        if (tokenizer_token_text(m->tok, id) &&
+            (st = tokenizer_stream_push(s->stream, id, &s->piece, err)) != LLAVA_OK)
+            return st;
         if (!pending_append(s, s->piece.data, s->piece.len))
             return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory for output text");
         emit_result e = emit(s, id, params, cb, false);
