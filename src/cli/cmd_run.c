@@ -236,6 +236,7 @@ int cmd_run(int argc, char **argv) {
             json_decref(o);
         } else {
             printf("\n");
+            fflush(stdout); /* the answer ends before the timings on a shared terminal or pipe */
             fprintf(stderr,
                     "llava: %d prompt positions (image %.1f ms, prefill %.1f ms), %d tokens in "
                     "%.1f ms (%.2f tokens/s), first token after %.1f ms, peak RSS %.0f MiB, "
