@@ -83,6 +83,71 @@ def run_engine(binary, model_dir, items, jobs, extra):
         return list(pool.map(one, calls))
 
 
+class Server:
+    """`llava serve` on a free local port, asked through its OpenAI chat-completions API with the
+    request an OpenAI client sends (the image inline as a data URL)."""
+
+    def __init__(self, binary, model_dir, extra):
+        import re
+        self.log = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen([binary, "serve", "-m", model_dir, "--port", "0"] + extra,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on http://([^:/\s]+):(\d+)", line)
+        if not m:
+            self.close()
+            self.log.seek(0)
+            raise RuntimeError(f"llava serve did not start: {line!r} {self.log.read()[-500:]}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        deadline = time.time() + 60
+        while self.request("GET", "/health")[0] != 200:
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError("llava serve did not become ready")
+            time.sleep(0.05)
+
+    def request(self, method, path, body=None):
+        import http.client
+        c = http.client.HTTPConnection(self.host, self.port, timeout=120)
+        try:
+            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            return r.status, r.read()
+        except OSError:
+            return 0, b""
+        finally:
+            c.close()
+
+    def ask(self, path, question):
+        import base64
+        mime = "image/jpeg" if path.endswith(".jpg") else "image/png"
+        data = base64.b64encode(open(path, "rb").read()).decode()
+        body = {"model": "tiny", "temperature": 0, "max_tokens": 64, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}},
+            {"type": "text", "text": question}]}]}
+        st, out = self.request("POST", "/v1/chat/completions", json.dumps(body))
+        if st != 200:
+            return None, f"status {st}: {out[:300]!r}"
+        return json.loads(out)["choices"][0]["message"]["content"].strip(), None
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def run_server(binary, model_dir, items, jobs, extra):
+    srv = Server(binary, model_dir, extra)
+    try:
+        calls = [(path, q) for path, qas in items for _, q, _ in qas]
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            return list(pool.map(lambda c: srv.ask(*c), calls))
+    finally:
+        srv.close()
+
+
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "tiny-llava-shapes"))
@@ -90,8 +155,11 @@ def main(argv):
     ap.add_argument("--count", type=int, default=500, help="number of held-out images")
     ap.add_argument("--llava", help="the llava binary; without it only PyTorch is evaluated")
     ap.add_argument("--llava-arg", action="append", default=[], help="extra argument for `llava run`")
-    ap.add_argument("--jobs", type=int, default=1, help="engine processes at a time")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--server", action="store_true",
+                    help="also ask every question through `llava serve`'s OpenAI API (needs --llava)")
+    ap.add_argument("--jobs", type=int, default=1, help="engine processes (or HTTP requests) at a time")
+    ap.add_argument("--threads", type=int, default=1, help="PyTorch threads")
+    ap.add_argument("--engine-threads", type=int, default=1, help="compute threads of each llava process")
     ap.add_argument("--images", help="folder for the held-out images (default: a temporary one)")
     ap.add_argument("--report", help="write the per-question results and the summary here (JSON)")
     ap.add_argument("--check", action="store_true", help="exit 1 unless the acceptance thresholds hold")
@@ -110,8 +178,12 @@ def main(argv):
     tok = tl.Tokenizer(os.path.join(ROOT, "tests", "data", "llava-1.5-7b-hf", "tokenizer.model"))
     torch_answers = run_torch(model, tok, items)
     t_torch = time.time() - t0
-    engine = run_engine(args.llava, args.model, items, args.jobs, args.llava_arg) if args.llava else None
+    engine = (run_engine(args.llava, args.model, items, args.jobs, ["-t", str(args.engine_threads)] + args.llava_arg)
+              if args.llava else None)
     t_engine = time.time() - t0 - t_torch
+    server = None
+    if args.server and args.llava:
+        server = run_server(args.llava, args.model, items, args.jobs, ["--threads", str(args.engine_threads)])
 
     rows = []
     k = 0
@@ -123,6 +195,10 @@ def main(argv):
                 row["engine"], err = engine[k]
                 if err:
                     row["engine_error"] = err
+            if server is not None:
+                row["server"], err = server[k]
+                if err:
+                    row["server_error"] = err
             rows.append(row)
             k += 1
 
@@ -130,7 +206,8 @@ def main(argv):
                "questions": len(rows), "types": {}}
     print(f"{args.count} images, {len(rows)} questions (seed {args.seed}); torch {t_torch:.0f}s"
           + (f", engine {t_engine:.0f}s" if engine is not None else ""))
-    print(f"{'type':<10}{'n':>6}{'torch':>9}" + (f"{'engine':>9}{'agree':>9}" if engine is not None else ""))
+    print(f"{'type':<10}{'n':>6}{'torch':>9}" + (f"{'engine':>9}{'agree':>9}" if engine is not None else "")
+          + (f"{'http':>9}" if server is not None else ""))
     ok = True
     for qtype in synth.QUESTION_TYPES + ["all"]:
         sel = [r for r in rows if qtype in ("all", r["type"])]
@@ -142,6 +219,9 @@ def main(argv):
             s["engine_correct"] = sum(r["engine"] == r["answer"] for r in sel) / len(sel)
             s["agreement"] = sum(r["engine"] == r["torch"] for r in sel) / len(sel)
             line += f"{100 * s['engine_correct']:>8.1f}%{100 * s['agreement']:>8.1f}%"
+        if server is not None:
+            s["server_same_as_engine"] = sum(r["server"] == r["engine"] for r in sel) / len(sel)
+            line += f"{100 * s['server_same_as_engine']:>8.1f}%"
         print(line)
         summary["types"][qtype] = s
         if qtype in GATED:
@@ -151,6 +231,12 @@ def main(argv):
         errors = [r for r in rows if "engine_error" in r]
         if errors:
             print(f"{len(errors)} engine errors, first: {errors[0]['engine_error']}")
+        if server is not None:
+            # the server runs the same engine: its answers must be the CLI's, all of them
+            ok &= summary["types"]["all"]["server_same_as_engine"] == 1.0
+            for r in [r for r in rows if r["server"] != r["engine"]][:5]:
+                print(f"  http differs: {r['image']} {r['question']!r}: cli {r['engine']!r}, http {r['server']!r}"
+                      + (f" ({r['server_error']})" if "server_error" in r else ""))
         for r in [r for r in rows if r["engine"] != r["torch"]][:5]:
             print(f"  disagree: {r['image']} {r['question']!r}: torch {r['torch']!r}, engine {r['engine']!r}")
     for r in [r for r in rows if r["torch"] != r["answer"] and r["type"] in GATED][:5]:

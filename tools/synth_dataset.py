@@ -137,6 +137,29 @@ def _polygon(shape, cx, cy, r, angle):
     return [(cx + r * x, cy + r * y) for x, y in pts]
 
 
+def _layout(scene, W, H):
+    """(cx, cy, r) of each object on a W x H canvas: center and half extent in pixels."""
+    side = min(W, H)
+    ox, oy = (W - side) / 2, (H - side) / 2
+    cell = side * (1 - 2 * MARGIN) / 3
+    out = []
+    for shape, colour, row, col, size, dx, dy, angle in scene.objects:
+        out.append((ox + side * MARGIN + (col + 0.5 + dx) * cell, oy + side * MARGIN + (row + 0.5 + dy) * cell,
+                    size * cell / 2))
+    return out
+
+
+def _draw_objects(draw, scene, W, H, fills):
+    for (shape, _, _, _, _, _, _, angle), (cx, cy, r), fill in zip(scene.objects, _layout(scene, W, H), fills):
+        if shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
+        elif shape == "square":
+            h = r * 0.85  # a square of the full extent looks bigger than the other shapes
+            draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=fill)
+        else:
+            draw.polygon(_polygon(shape, cx, cy, r, angle), fill=fill)
+
+
 def render(scene):
     """The scene as an RGB PIL image of scene.width x scene.height."""
     scale = max(1, math.ceil(MIN_DRAW_EDGE / min(scene.width, scene.height)))
@@ -150,22 +173,9 @@ def render(scene):
         line = (c0[None] * (1 - t[:, None]) + c1[None] * t[:, None]).round().astype(np.uint8)
         arr = np.broadcast_to(line[:, None, :], (H, W, 3)) if vertical else np.broadcast_to(line[None], (H, W, 3))
         img = Image.fromarray(np.ascontiguousarray(arr))
-    draw = ImageDraw.Draw(img)
-    side = min(W, H)
-    ox, oy = (W - side) / 2, (H - side) / 2
-    cell = side * (1 - 2 * MARGIN) / 3
-    for (shape, colour, row, col, size, dx, dy, angle), jit in zip(scene.objects, scene.colour_jitter):
-        rgb = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[colour], jit))
-        cx = ox + side * MARGIN + (col + 0.5 + dx) * cell
-        cy = oy + side * MARGIN + (row + 0.5 + dy) * cell
-        r = size * cell / 2
-        if shape == "circle":
-            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=rgb)
-        elif shape == "square":
-            h = r * 0.85  # a square of the full extent looks bigger than the other shapes
-            draw.rectangle([cx - h, cy - h, cx + h, cy + h], fill=rgb)
-        else:
-            draw.polygon(_polygon(shape, cx, cy, r, angle), fill=rgb)
+    fills = [tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(COLOURS[o[1]], jit))
+             for o, jit in zip(scene.objects, scene.colour_jitter)]
+    _draw_objects(ImageDraw.Draw(img), scene, W, H, fills)
     if scale > 1:
         img = img.resize((scene.width, scene.height), resample=Image.BOX)
     if scene.noise:
@@ -174,6 +184,40 @@ def render(scene):
         a = a + rng.integers(-scene.noise, scene.noise + 1, a.shape, dtype=np.int16)
         img = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     return img
+
+
+PATCH_LABELS = {"cover_shape": len(SHAPES) + 1, "cover_colour": len(COLOURS) + 1,
+                "center_shape": len(SHAPES) + 1, "center_colour": len(COLOURS) + 1, "center_cell": 10}
+
+
+def patch_labels(scene, size, patch):
+    """Dense labels of the CLIP crop (shortest edge resized to `size`, center crop size x size),
+    one row per patch in row-major order, columns as PATCH_LABELS (0 = nothing):
+    cover_*: the object covering most of the patch (if it covers >= 20% of it); center_*: the
+    object whose center lies in the patch, and center_cell its grid cell + 1."""
+    w, h = scene.width, scene.height
+    short, long_ = min(w, h), max(w, h)
+    new_long = int(size * long_ / short)
+    nw, nh = (size, new_long) if w <= h else (new_long, size)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    ids = Image.new("L", (nw, nh), 0)
+    _draw_objects(ImageDraw.Draw(ids), scene, nw, nh, list(range(1, len(scene.objects) + 1)))
+    a = np.asarray(ids)[top:top + size, left:left + size]
+    g = size // patch
+    blocks = a[:g * patch, :g * patch].reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, -1)
+    out = np.zeros((g * g, len(PATCH_LABELS)), np.int64)
+    colours = list(COLOURS)
+    for k, (shape, colour, row, col, *_) in enumerate(scene.objects):
+        frac = (blocks == k + 1).mean(1)
+        best = (frac >= 0.2) & (frac >= np.array([(blocks == j + 1).mean(1) for j in range(len(scene.objects))]).max(0))
+        out[best, 0] = SHAPES.index(shape) + 1
+        out[best, 1] = colours.index(colour) + 1
+    for k, (cx, cy, r) in enumerate(_layout(scene, nw, nh)):
+        shape, colour, row, col = scene.objects[k][:4]
+        px, py = int((cx - left) // patch), int((cy - top) // patch)
+        if 0 <= px < g and 0 <= py < g:
+            out[py * g + px, 2:] = (SHAPES.index(shape) + 1, colours.index(colour) + 1, row * 3 + col + 1)
+    return out
 
 
 def _article(colour):

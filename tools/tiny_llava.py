@@ -357,27 +357,39 @@ class TinyLlava(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
+        """Fan-in scaled normal init (std 1/sqrt(inputs)); residual-branch outputs further scaled
+        by 1/sqrt(2 * layers) so that the stack starts close to the identity. Hugging Face's
+        fixed std 0.02 is about 1/sqrt(width) for a 4096-wide model; at width 128 it is 4-5x too
+        small per matrix, and the image's path through vision tower, projector, attention and
+        lm_head is a product of several such matrices: training then sits for thousands of
+        steps answering from the question alone before it starts to look at the image."""
+        layers = {"vision_tower": self.cfg.vision["num_hidden_layers"],
+                  "language_model": self.cfg.text["num_hidden_layers"]}
         for name, p in self.named_parameters():
             if name.endswith("class_embedding"):
-                continue
-            if p.dim() >= 2:
-                nn.init.normal_(p, std=0.02)
+                nn.init.normal_(p, std=p.shape[0] ** -0.5)
+            elif name.endswith(("embed_tokens.weight", "position_embedding.weight")):
+                nn.init.normal_(p, std=p.shape[1] ** -0.5)
+            elif p.dim() >= 2:
+                std = p[0].numel() ** -0.5
+                if name.endswith(("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")):
+                    std /= math.sqrt(2 * layers[name.split(".")[0]])
+                nn.init.normal_(p, std=std)
             elif "norm" in name and name.endswith("weight"):
                 nn.init.ones_(p)
             else:
                 nn.init.zeros_(p)
-        # residual branches start small so that a deep stack begins close to the identity
-        n_layers = self.cfg.text["num_hidden_layers"] + self.cfg.vision["num_hidden_layers"]
-        for name, p in self.named_parameters():
-            if name.endswith(("o_proj.weight", "down_proj.weight", "out_proj.weight", "fc2.weight")):
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * n_layers))
 
-    def image_features(self, pixels):
-        """[B, 3, S, S] -> [B, N, Dt]: hidden_states[vision_feature_layer], CLS dropped, projected."""
+    def vision_features(self, pixels):
+        """[B, 3, S, S] -> [B, N, Dv]: hidden_states[vision_feature_layer] with the CLS row dropped
+        (vision_feature_select_strategy "default")."""
         n_layers = self.cfg.vision["num_hidden_layers"]
         sel = self.cfg.vision_feature_layer % (n_layers + 1)
-        hs = self.vision_tower.vision_model.hidden_states(pixels, sel)
-        return self.multi_modal_projector(hs[sel][:, 1:])
+        return self.vision_tower.vision_model.hidden_states(pixels, sel)[sel][:, 1:]
+
+    def image_features(self, pixels):
+        """[B, 3, S, S] -> [B, N, Dt]: the vision features through the projector."""
+        return self.multi_modal_projector(self.vision_features(pixels))
 
     def rope(self, positions):
         freqs = positions.float()[:, None] * self.inv_freq[None]

@@ -2,15 +2,26 @@
 """Train the small LLaVA shipped in models/ from scratch on synthetic scenes (tools/synth_dataset.py)
 and export it in the llava-hf layout.
 
-Every image is drawn fresh from a seeded stream (no image is seen twice), goes through the same
-CLIPImageProcessor pipeline the engine implements, and is asked several questions in one
-llava-1.5 conversation:
+Every image is drawn fresh from a seeded stream (no image is seen twice) and goes through the same
+CLIPImageProcessor pipeline the engine implements. Training has two phases:
 
-  USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...
+1. Vision warm-up: the vision tower alone, with small linear heads on the patch features LLaVA
+   uses (hidden_states[-2], CLS dropped) that predict per patch which shape and colour cover it
+   and which object's center (shape, colour, grid cell) lies in it. Learning to see only through
+   the answers' loss is slow for a vision tower that starts from nothing: the answer tokens reach
+   it through attention that has not yet learnt where to look, and the language model first
+   learns to answer from the question alone. This phase costs little (no decoder, no 32k-way
+   softmax) and gives the tower features worth looking at.
+2. End to end: every weight trains on the answers, the patch heads' loss kept at a lower weight.
+   Each image is asked several questions in one llava-1.5 conversation:
 
-The first turn is exactly the single-turn prompt the engine builds; the later turns reuse the
-image's positions in the sequence, which costs far less than one sequence per question. The loss
-covers the answer tokens and their </s> only.
+     USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...
+
+   The first turn is exactly the single-turn prompt the engine builds; later turns reuse the
+   image's positions in the sequence, which costs far less than one sequence per question. The
+   language loss covers the answer tokens and their </s> only.
+
+The patch heads are not part of the model and are not exported.
 
   /usr/bin/python3 tools/train_tiny_llava.py --out models/tiny-llava-shapes
 """
@@ -24,6 +35,7 @@ import time
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -33,14 +45,15 @@ import tiny_llava as tl  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER_DIR = os.path.join(ROOT, "tests", "data", "llava-1.5-7b-hf")
 TRAIN_SEED = 1  # the scene stream of training; evaluation and tests use other seeds
+VALID_SEED = 2  # a small fixed set watched during training
 
 _worker = {}
 
 
-def _init_worker(image_size, turns, seed):
+def _init_worker(image_size, patch, turns, seed):
     torch.set_num_threads(1)
     _worker.update(tok=tl.Tokenizer(os.path.join(TOKENIZER_DIR, "tokenizer.model")), size=image_size,
-                   turns=turns, seed=seed)
+                   patch=patch, turns=turns, seed=seed)
 
 
 def conversation_ids(tok, qas):
@@ -57,8 +70,9 @@ def conversation_ids(tok, qas):
 
 
 def make_example(index):
-    """Image `index` of the training stream -> (pixels [3,S,S] float32, ids after <image>, mask)."""
-    tok, seed = _worker["tok"], _worker["seed"]
+    """Image `index` of the training stream -> (pixels [3,S,S] float32, ids after <image>, loss
+    mask, patch labels [N, len(PATCH_LABELS)])."""
+    tok, seed, size = _worker["tok"], _worker["seed"], _worker["size"]
     img, scene, qas = synth.sample(seed, index)
     rng = np.random.default_rng([seed, index, 1])
     chosen = []
@@ -67,29 +81,51 @@ def make_example(index):
         if qa not in chosen:
             chosen.append(qa)
     ids, target = conversation_ids(tok, chosen)
-    return tl.preprocess(img, _worker["size"]), ids, target
+    return tl.preprocess(img, size), ids, target, synth.patch_labels(scene, size, _worker["patch"])
 
 
-def collate(examples, prefix_ids):
+def collate(examples):
     """Right-padded batch: with a causal mask, padding after a sequence never reaches it."""
-    L = max(len(ids) for _, ids, _ in examples)
-    pixels = torch.from_numpy(np.stack([p for p, _, _ in examples]))
+    L = max(len(e[1]) for e in examples)
+    pixels = torch.from_numpy(np.stack([e[0] for e in examples]))
     ids = torch.full((len(examples), L), tl.PAD_TOKEN_ID, dtype=torch.long)
     mask = torch.zeros((len(examples), L), dtype=torch.bool)
-    for b, (_, seq, tgt) in enumerate(examples):
+    for b, (_, seq, tgt, _) in enumerate(examples):
         ids[b, : len(seq)] = torch.tensor(seq)
         mask[b, : len(tgt)] = torch.tensor(tgt)
-    return pixels, ids, mask
+    labels = torch.from_numpy(np.stack([e[3] for e in examples]))
+    return pixels, ids, mask, labels
 
 
-def batch_loss(model, pixels, ids, mask, prefix):
-    """Mean cross-entropy over the answer tokens; returns (loss, n tokens, n correct argmax)."""
-    B = pixels.shape[0]
+class PatchHeads(nn.Module):
+    """One linear classifier per column of synth.PATCH_LABELS on each vision feature row."""
+
+    def __init__(self, dv):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(dv, n) for n in synth.PATCH_LABELS.values())
+
+    def loss(self, feats, labels):
+        """feats [B, N, Dv], labels [B, N, heads] -> (mean cross-entropy, accuracy per head)."""
+        losses, accs = [], []
+        for k, head in enumerate(self.heads):
+            logits = head(feats).flatten(0, 1)
+            y = labels[..., k].flatten()
+            losses.append(F.cross_entropy(logits, y))
+            # accuracy where there is something to find: all-background patches are easy
+            sel = y > 0
+            accs.append((logits[sel].argmax(-1) == y[sel]).float().mean().item() if sel.any() else 1.0)
+        return sum(losses) / len(losses), accs
+
+
+def answer_loss(model, feats, ids, mask, prefix):
+    """Cross-entropy over the answer tokens given vision features [B, N, Dv]; returns (loss,
+    n tokens, n correct argmax)."""
+    B = feats.shape[0]
     emb = model.language_model.model.embed_tokens
-    feats = model.image_features(pixels)  # [B, N, D]
-    x = torch.cat([emb(prefix).expand(B, -1, -1), feats, emb(ids)], 1)
+    img = model.multi_modal_projector(feats)
+    x = torch.cat([emb(prefix).expand(B, -1, -1), img, emb(ids)], 1)
     h = model.decode(x, torch.arange(x.shape[1]))
-    start = prefix.shape[0] + feats.shape[1]  # position of ids[:, 0] in the sequence
+    start = prefix.shape[0] + img.shape[1]  # position of ids[:, 0] in the sequence
     # the hidden state at position t predicts the token at t + 1
     h_pred = h[:, start - 1: start - 1 + ids.shape[1]]
     sel = mask.nonzero(as_tuple=True)
@@ -100,26 +136,98 @@ def batch_loss(model, pixels, ids, mask, prefix):
     return loss, targets.numel(), correct
 
 
+def validation_set(tok, size, n):
+    """n images of the validation stream, each with one question per type, single-turn."""
+    out = []
+    for i in range(n):
+        img, scene, qas = synth.sample(VALID_SEED, i)
+        rng = np.random.default_rng([VALID_SEED, i])
+        pixels = tl.preprocess(img, size)
+        for t in synth.QUESTION_TYPES:
+            qa = synth.pick_question(qas, rng, t)
+            if qa is not None:
+                ids, target = conversation_ids(tok, [qa])
+                out.append((t, (pixels, ids, target, np.zeros((1, 1), np.int64))))
+    return out
+
+
+@torch.no_grad()
+def validate(model, valid, prefix, batch=64):
+    """Teacher-forced exact match of whole answers (every answer token and </s> the argmax), per
+    question type: a cheap stand-in for greedy decoding, which it equals when every token is right."""
+    hits = {t: [0, 0] for t in synth.QUESTION_TYPES}
+    emb = model.language_model.model.embed_tokens
+    for k in range(0, len(valid), batch):
+        chunk = valid[k:k + batch]
+        pixels, ids, mask, _ = collate([ex for _, ex in chunk])
+        img = model.image_features(pixels)
+        x = torch.cat([emb(prefix).expand(len(chunk), -1, -1), img, emb(ids)], 1)
+        h = model.decode(x, torch.arange(x.shape[1]))
+        start = prefix.shape[0] + img.shape[1]
+        pred = model.language_model.lm_head(h[:, start - 1: start - 1 + ids.shape[1]]).argmax(-1)
+        ok = ((pred == ids) | ~mask).all(1)
+        for (t, _), good in zip(chunk, ok.tolist()):
+            hits[t][0] += good
+            hits[t][1] += 1
+    return {t: h / n for t, (h, n) in hits.items() if n}
+
+
+class Stream:
+    """Batches of training examples by index, drawn by worker processes at most two batches
+    ahead (they share the CPU with the training), or in this process with workers=0."""
+
+    def __init__(self, workers, init):
+        self.pool = multiprocessing.get_context("fork").Pool(workers, _init_worker, init) if workers else None
+        if not self.pool:
+            threads = torch.get_num_threads()
+            _init_worker(*init)
+            torch.set_num_threads(threads)
+        self.pending = []
+
+    def plan(self, batches):
+        """batches: list of index ranges, in the order they will be asked for."""
+        self.batches = list(batches)
+        if self.pool:
+            self.pending = [self.pool.map_async(make_example, b) for b in self.batches[:2]]
+
+    def next(self, step):
+        if not self.pool:
+            return [make_example(i) for i in self.batches[step]]
+        if step + 2 < len(self.batches):
+            self.pending.append(self.pool.map_async(make_example, self.batches[step + 2]))
+        return self.pending.pop(0).get()
+
+    def close(self):
+        if self.pool:
+            self.pool.terminate()
+
+
 def main(argv):
     tl.reexec_with_openblas()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="folder for the exported model")
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--vision-steps", type=int, default=1000, help="phase 1 steps (vision tower only)")
+    ap.add_argument("--vision-batch", type=int, default=32)
+    ap.add_argument("--vision-lr", type=float, default=2e-3)
+    ap.add_argument("--steps", type=int, default=3000, help="phase 2 steps (end to end)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--patch-weight", type=float, default=0.3, help="weight of the patch heads' loss in phase 2")
     ap.add_argument("--turns", type=int, default=5, help="most questions per image")
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--warmup", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=1, help="processes drawing images (0: in the trainer)")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
-    ap.add_argument("--image-size", type=int, default=112)
+    ap.add_argument("--image-size", type=int, default=84)
     ap.add_argument("--vision-hidden", type=int, default=128)
     ap.add_argument("--vision-layers", type=int, default=3)
     ap.add_argument("--text-hidden", type=int, default=128)
     ap.add_argument("--text-layers", type=int, default=3)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     ap.add_argument("--log-every", type=int, default=50)
+    ap.add_argument("--valid-every", type=int, default=250)
+    ap.add_argument("--valid-images", type=int, default=100)
     args = ap.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -129,55 +237,77 @@ def main(argv):
                     text=dict(hidden_size=args.text_hidden, intermediate_size=int(round(args.text_hidden * 8 / 3 / 8)) * 8,
                               num_hidden_layers=args.text_layers))
     model = tl.TinyLlava(cfg)
+    heads = PatchHeads(cfg.vision["hidden_size"])
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"parameters: {n_params / 1e6:.2f} M; image tokens: {cfg.num_patches}", flush=True)
+    print(f"parameters: {n_params / 1e6:.2f} M; image tokens: {cfg.num_patches}; BLAS: "
+          f"{os.environ.get('TINY_LLAVA_BLAS') or 'system default'}", flush=True)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "position_embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "position_embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))
+    def param_groups(params):
+        decay = [p for n, p in params if p.dim() >= 2 and "position_embedding" not in n]
+        no_decay = [p for n, p in params if not (p.dim() >= 2 and "position_embedding" not in n)]
+        return [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def lr_at(step):  # linear warmup, then cosine to 5% of the peak
-        if step < args.warmup:
-            return args.lr * (step + 1) / args.warmup
-        t = (step - args.warmup) / max(1, args.steps - args.warmup)
-        return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
+    def schedule(step, steps, peak, warmup):  # linear warmup, then cosine to 5% of the peak
+        if step < warmup:
+            return peak * (step + 1) / warmup
+        t = (step - warmup) / max(1, steps - warmup)
+        return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t)))
 
     tok = tl.Tokenizer(os.path.join(TOKENIZER_DIR, "tokenizer.model"))
     prefix_ids = tok.encode("USER: <image>")[:-1]  # BOS "USER: " up to the <image> id
     assert prefix_ids == [1, 3148, 1001, 29901, 29871], prefix_ids
     prefix = torch.tensor(prefix_ids)
+    valid = validation_set(tok, args.image_size, args.valid_images)
 
-    init = (args.image_size, args.turns, TRAIN_SEED)
-    batch_indices = [range(s * args.batch, (s + 1) * args.batch) for s in range(args.steps)]
-    if args.workers > 0:
-        # at most two batches drawn ahead: the workers share the CPU with the training
-        pool = multiprocessing.get_context("fork").Pool(args.workers, _init_worker, init)
-        pending = [pool.map_async(make_example, batch_indices[s]) for s in range(min(2, args.steps))]
+    stream = Stream(args.workers, (args.image_size, cfg.vision["patch_size"], args.turns, TRAIN_SEED))
+    n1 = args.vision_steps * args.vision_batch
+    stream.plan([range(s * args.vision_batch, (s + 1) * args.vision_batch) for s in range(args.vision_steps)]
+                + [range(n1 + s * args.batch, n1 + (s + 1) * args.batch) for s in range(args.steps)])
+    t0, c0 = time.time(), time.process_time()
+    log = {}
 
-        def next_batch(step):
-            if step + 2 < args.steps:
-                pending.append(pool.map_async(make_example, batch_indices[step + 2]))
-            return pending.pop(0).get()
-    else:
-        _init_worker(*init)
-        torch.set_num_threads(args.threads)
-
-        def next_batch(step):
-            return [make_example(i) for i in batch_indices[step]]
-
-    t0 = time.time()
-    run_loss = run_tok = run_ok = 0.0
+    # ---- phase 1: vision tower and patch heads
+    vision = list(model.vision_tower.named_parameters()) + list(heads.named_parameters())
+    opt = torch.optim.AdamW(param_groups(vision), lr=args.vision_lr, betas=(0.9, 0.98))
     model.train()
-    for step in range(args.steps):
-        examples = next_batch(step)
-        pixels, ids, mask = collate(examples, prefix_ids)
+    run = np.zeros(1 + len(synth.PATCH_LABELS))
+    for step in range(args.vision_steps):
+        pixels, _, _, labels = collate(stream.next(step))
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        loss, n_tok, n_ok = batch_loss(model, pixels, ids, mask, prefix)
+            g["lr"] = schedule(step, args.vision_steps, args.vision_lr, min(args.warmup, args.vision_steps // 5))
+        loss, accs = heads.loss(model.vision_features(pixels), labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for _, p in vision], 1.0)
+        opt.step()
+        run += [loss.item()] + accs
+        if (step + 1) % args.log_every == 0 or step + 1 == args.vision_steps:
+            r = run / args.log_every if (step + 1) % args.log_every == 0 else run / ((step + 1) % args.log_every)
+            el = time.time() - t0
+            print(f"vision {step + 1}/{args.vision_steps}  loss {r[0]:.4f}  patch acc "
+                  + " ".join(f"{n} {a:.3f}" for n, a in zip(synth.PATCH_LABELS, r[1:]))
+                  + f"  {el:.0f}s", flush=True)
+            log["vision_patch_accuracy"] = dict(zip(synth.PATCH_LABELS, [round(float(a), 4) for a in r[1:]]))
+            run[:] = 0
+    vision_s = time.time() - t0
+
+    # ---- phase 2: end to end
+    everything = list(model.named_parameters()) + list(heads.named_parameters())
+    opt = torch.optim.AdamW(param_groups(everything), lr=args.lr, betas=(0.9, 0.98))
+    run_loss = run_tok = run_ok = 0.0
+    acc = {}
+    for step in range(args.steps):
+        pixels, ids, mask, labels = collate(stream.next(args.vision_steps + step))
+        for g in opt.param_groups:
+            g["lr"] = schedule(step, args.steps, args.lr, args.warmup)
+        feats = model.vision_features(pixels)
+        loss, n_tok, n_ok = answer_loss(model, feats, ids, mask, prefix)
+        total = loss
+        if args.patch_weight > 0:
+            total = total + args.patch_weight * heads.loss(feats, labels)[0]
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in everything], 1.0)
         opt.step()
         run_loss += loss.item() * n_tok
         run_tok += n_tok
@@ -185,20 +315,28 @@ def main(argv):
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
             el = time.time() - t0
             print(f"step {step + 1}/{args.steps}  loss {run_loss / run_tok:.4f}  token acc {run_ok / run_tok:.4f}  "
-                  f"lr {lr_at(step):.2e}  {el:.0f}s ({el / (step + 1):.2f} s/step)", flush=True)
+                  f"lr {schedule(step, args.steps, args.lr, args.warmup):.2e}  {el:.0f}s", flush=True)
             run_loss = run_tok = run_ok = 0.0
+        if (step + 1) % args.valid_every == 0 or step + 1 == args.steps:
+            model.eval()
+            acc = validate(model, valid, prefix)
+            model.train()
+            print("  validation exact match: " + ", ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)
     train_s = time.time() - t0
-    if args.workers > 0:
-        pool.terminate()
+    train_cpu = time.process_time() - c0
+    stream.close()
 
     model.eval()
     dtype = {"float16": torch.float16, "float32": torch.float32}[args.dtype]
     tl.export(model, args.out, TOKENIZER_DIR, dtype)
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump({"command": "tools/train_tiny_llava.py " + " ".join(argv), "train_seed": TRAIN_SEED,
-                   "init_seed": args.seed, "steps": args.steps, "batch": args.batch, "turns": args.turns,
-                   "images_seen": args.steps * args.batch, "train_seconds": round(train_s),
-                   "threads": args.threads, "parameters": n_params, "config": cfg.to_dict()}, f, indent=2)
+                   "init_seed": args.seed, "vision_steps": args.vision_steps, "vision_batch": args.vision_batch,
+                   "steps": args.steps, "batch": args.batch, "turns": args.turns,
+                   "images_seen": n1 + args.steps * args.batch, "vision_phase_seconds": round(vision_s),
+                   "train_seconds": round(train_s), "train_cpu_seconds_main_process": round(train_cpu),
+                   "threads": args.threads, "workers": args.workers, "parameters": n_params,
+                   "validation_exact_match": acc, **log, "config": cfg.to_dict()}, f, indent=2)
         f.write("\n")
     print(f"trained in {train_s:.0f}s; exported to {args.out}", flush=True)
     return 0
