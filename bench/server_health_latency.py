@@ -4,13 +4,14 @@ shows whether the event loop is ever blocked by the engine (it should not be: th
 the engine's threads, the loop only moves events and bytes).
 
 Starts the server on any model folder, starts --streams streaming chat requests long enough to
-outlast the measurement, waits until each has produced tokens, then sends --requests sequential
+outlast the measurement, measures once while the first of them encodes its image and fills its
+prompt, then again once it produces tokens: each time --requests sequential
 GET /health over one kept-alive connection (or a new connection each with --fresh), paced every
 --interval-ms so that they span the generation, and prints p50/p99/max in milliseconds, the
 tokens streamed meanwhile, and whether generation went on until the end. The same measurement on
 the idle server comes first, so that what a busy machine adds can be told apart.
 
-  bench/server_health_latency.py -m MODEL_DIR [--streams 4] [--requests 1000] [--max-tokens 4000]
+  bench/server_health_latency.py -m MODEL_DIR [--streams 4] [--requests 1000] [--max-tokens 3000]
       [--threads N] [--image FILE] [--llava build/llava] [--fresh] [--interval-ms 2]
       [--engine-nice N] [--json]
 """
@@ -114,7 +115,8 @@ def main():
     ap.add_argument("-m", "--model", required=True, help="a llava-hf checkpoint folder (any size)")
     ap.add_argument("--streams", type=int, default=4)
     ap.add_argument("--requests", type=int, default=1000)
-    ap.add_argument("--max-tokens", type=int, default=4000, help="per stream; enough to outlast the measurement")
+    ap.add_argument("--max-tokens", type=int, default=3000,
+                    help="per stream; enough to outlast the measurement, within the context with the image")
     ap.add_argument("--threads", type=int, default=0, help="engine compute threads (0: all cores)")
     ap.add_argument("--image", default=os.path.join(ROOT, "tests", "fixtures", "tiny-f32", "image.png"),
                     help="image sent with each stream ('' for text only)")
@@ -124,6 +126,8 @@ def main():
                     help="pause between health requests, so that they span the generation "
                          "(0: back to back)")
     ap.add_argument("--engine-nice", type=int, default=5, help="llava serve --engine-nice (0: off)")
+    ap.add_argument("--settle-s", type=float, default=2.0,
+                    help="seconds after starting the streams before the first measurement")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
 
@@ -132,6 +136,7 @@ def main():
     if a.threads:
         cmd += ["--threads", str(a.threads)]
     srv = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    streams, body_file = [], None
     try:
         port = int(re.search(r":(\d+)$", srv.stdout.readline().strip()).group(1))
         t0 = time.time()
@@ -159,14 +164,22 @@ def main():
         body_file = tempfile.NamedTemporaryFile("w", prefix="llava-bench-body-", suffix=".json", delete=False)
         json.dump(body, body_file)
         body_file.close()
-        streams = [Stream(port, body_file.name) for _ in range(a.streams)]
+        streams += [Stream(port, body_file.name) for _ in range(a.streams)]
         t0 = time.time()
-        # the engine runs one request at a time: wait for the first stream's tokens, the others
-        # are queued behind it (their connections and the loop are just as busy)
-        while streams and streams[0].chunks < 2:
-            if streams[0].done or time.time() - t0 > 600:
-                raise SystemExit(f"stream did not start: {streams[0].tail!r}")
+        # The engine runs one request at a time: the first stream encodes its image and fills
+        # its prompt (the longest stretch of work without a token on a large model), the others
+        # wait in the queue, their connections open. Measure once during that stretch and once
+        # while tokens stream.
+        time.sleep(a.settle_s)
+        prefill, prefill_wall = measure(port, a)
+        prefill_tokens = sum(st.chunks for st in streams)
+        # whichever request reached the server first runs first
+        while max(st.chunks for st in streams) < 2:
+            if any(st.done for st in streams) or time.time() - t0 > 1800:
+                bad = next((st for st in streams if st.done), streams[0])
+                raise SystemExit(f"stream did not start: {bad.tail!r}")
             time.sleep(0.01)
+        ttft = time.time() - t0
 
         chunks0 = sum(st.chunks for st in streams)
         lat, wall = measure(port, a)
@@ -178,12 +191,14 @@ def main():
         for i, st in enumerate(failed):
             print(f"  stream {i}: {st.chunks} chunks, {st.tail[-200:]!r}", file=sys.stderr)
         active = active and not failed
-        for st in streams:
-            st.stop()
-        os.unlink(body_file.name)
+        in_flight = sum(not st.done for st in streams)
         res = {"model": a.model, "streams": a.streams, "requests": a.requests, "fresh_connections": a.fresh,
                "interval_ms": a.interval_ms, "engine_nice": a.engine_nice, "wall_s": round(wall, 2),
-               "load_s": round(load_s, 2), "idle": summary(idle), "generating": summary(lat),
+               "load_s": round(load_s, 2), "idle": summary(idle),
+               "before_first_token": dict(summary(prefill), wall_s=round(prefill_wall, 2),
+                                          tokens_before_end=prefill_tokens),
+               "first_token_s": round(ttft, 1), "generating": summary(lat),
+               "streams_in_flight_at_end": in_flight,
                "tokens_during": tokens, "tokens_per_s": round(tokens / wall, 1),
                "generating_throughout": active}
         if a.json:
@@ -191,13 +206,19 @@ def main():
         else:
             print(f"model {a.model}: {a.streams} streams, {a.requests} GET /health "
                   f"({'new' if a.fresh else 'one kept-alive'} connection{'s' if a.fresh else ''})")
-            for k in ("idle", "generating"):
+            for k in ("idle", "before_first_token", "generating"):
                 r = res[k]
-                print(f"  {k:10s}  p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms   max {r['max_ms']:.3f} ms")
+                print(f"  {k:18s}  p50 {r['p50_ms']:.3f} ms   p99 {r['p99_ms']:.3f} ms   max {r['max_ms']:.3f} ms")
+            print(f"  before the first token: {prefill_tokens} tokens by the end of that measurement "
+                  f"(first token {ttft:.1f} s after the streams started)")
             print(f"  {tokens} tokens streamed meanwhile ({res['tokens_per_s']} tokens/s); "
                   f"generating throughout: {'yes' if active else 'NO (raise --max-tokens)'}")
         return 0 if active else 1
     finally:
+        for st in streams:
+            st.stop()
+        if body_file:
+            os.unlink(body_file.name)
         srv.terminate()
         try:
             srv.wait(30)

@@ -21,6 +21,12 @@ int cmd_quantize(int argc, char **argv);
 /* `llava bench -m DIR ...` (bench_model.c): the whole model against its hardware floors. */
 int bench_model(int argc, char **argv);
 
+/* The bundled model's folder (models/tiny-llava-shapes) found next to the executable (installed
+ * or build tree), in the source tree it was built from, or in the install prefix; written to out
+ * and returned, or NULL when none holds a config.json. */
+#include <stddef.h>
+const char *cli_default_model(char *out, size_t n);
+
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

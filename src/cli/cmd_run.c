@@ -15,8 +15,9 @@
 #define MAX_STOPS 16
 
 static const char RUN_USAGE[] =
-    "usage: llava run -m DIR -i IMAGE [-i IMAGE2 ...] -p PROMPT [options]\n"
-    "  -m, --model DIR         llava-hf checkpoint folder\n"
+    "usage: llava run [-m DIR] -i IMAGE [-i IMAGE2 ...] -p PROMPT [options]\n"
+    "  -m, --model DIR         llava-hf checkpoint folder (default: the bundled\n"
+    "                          models/tiny-llava-shapes)\n"
     "  -i, --image FILE        an image (JPEG, PNG, WebP, ...); repeat for several\n"
     "  -p, --prompt TEXT       the question; <image> marks where images go (else before it)\n"
     "      --raw               use the prompt text as is, without a chat template\n"
@@ -181,8 +182,10 @@ int cmd_run(int argc, char **argv) {
         }
     }
     if (optind < argc) return cli_fail("run: unexpected argument '%s'", argv[optind]);
-    if (!model_dir)
-        return cli_fail("run: no model given: pass -m DIR (a llava-hf checkpoint folder)");
+    char default_dir[4096];
+    if (!model_dir && !(model_dir = cli_default_model(default_dir, sizeof default_dir)))
+        return cli_fail("run: no model given and the bundled models/tiny-llava-shapes was not "
+                        "found: pass -m DIR (a llava-hf checkpoint folder)");
     if (!prompt) return cli_fail("run: no prompt given: pass -p TEXT");
     cfg.model_dir = model_dir;
     req.max_tokens = (int)max_tokens;

@@ -14,7 +14,7 @@
 
 static void serve_usage(FILE *out) {
     fprintf(out,
-            "usage: llava serve -m MODEL_DIR [options]\n"
+            "usage: llava serve [-m MODEL_DIR] [options]  (default: the bundled models/tiny-llava-shapes)\n"
             "  -m, --model DIR          a llava-hf checkpoint folder\n"
             "  --host ADDR              address to listen on (127.0.0.1)\n"
             "  --port N                 port (8080; 0 picks a free one)\n"
@@ -158,9 +158,11 @@ int cmd_serve(int argc, char **argv) {
             return cli_fail("unknown option %s", a);
         }
     }
-    if (!cfg.model_dir) {
+    char default_dir[4096];
+    if (!cfg.model_dir && !(cfg.model_dir = cli_default_model(default_dir, sizeof default_dir))) {
         serve_usage(stderr);
-        return cli_fail("serve: -m MODEL_DIR is required");
+        return cli_fail("serve: no model given and the bundled models/tiny-llava-shapes was not "
+                        "found: pass -m MODEL_DIR");
     }
     if (!quiet) cfg.log = log_line;
     /* a client that disconnects mid-answer must not kill the server with SIGPIPE */
