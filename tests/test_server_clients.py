@@ -4,28 +4,12 @@ generate; every greedy answer must equal `llava run` on the same input (and the 
 reference text). Needs node and npm."""
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "server_clients")
 sys.path.insert(0, HERE)
-from serverlib import Server, check, fixture, llava_run, run_tests  # noqa: E402
-
-
-def install():
-    """npm ci (offline from the cache first); node_modules is kept between runs."""
-    if not shutil.which("node") or not shutil.which("npm"):
-        raise SystemExit("test_server_clients: node and npm are needed (scripts/setup with LLAVA_TEST_DEPS=1)")
-    stamp = os.path.join(HERE, "node_modules", ".package-lock.json")
-    lock = os.path.join(HERE, "package-lock.json")
-    if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(lock):
-        return
-    for args in (["npm", "ci", "--offline", "--no-audit", "--no-fund"], ["npm", "ci", "--no-audit", "--no-fund"]):
-        p = subprocess.run(args, cwd=HERE, capture_output=True, text=True, timeout=300)
-        if p.returncode == 0:
-            return
-    raise SystemExit(f"npm ci failed:\n{p.stdout}\n{p.stderr}")
+from serverlib import Server, check, fixture, install_clients, llava_run, run_tests  # noqa: E402
 
 
 def run_clients(srv, fx, api_key=None):
@@ -38,7 +22,7 @@ def run_clients(srv, fx, api_key=None):
 
 
 def test_official_clients():
-    install()
+    install_clients()
     fx = fixture("tiny-f32")
     with Server(fx["model"], "--api-key", "key-123") as srv:
         r = run_clients(srv, fx, api_key="key-123")

@@ -84,8 +84,7 @@ def run_engine(binary, model_dir, items, jobs, extra):
 
 
 class Server:
-    """`llava serve` on a free local port, asked through its OpenAI chat-completions API with the
-    request an OpenAI client sends (the image inline as a data URL)."""
+    """`llava serve` on a free local port, ready to answer."""
 
     def __init__(self, binary, model_dir, extra):
         import re
@@ -118,18 +117,6 @@ class Server:
         finally:
             c.close()
 
-    def ask(self, path, question):
-        import base64
-        mime = "image/jpeg" if path.endswith(".jpg") else "image/png"
-        data = base64.b64encode(open(path, "rb").read()).decode()
-        body = {"model": "tiny", "temperature": 0, "max_tokens": 64, "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}},
-            {"type": "text", "text": question}]}]}
-        st, out = self.request("POST", "/v1/chat/completions", json.dumps(body))
-        if st != 200:
-            return None, f"status {st}: {out[:300]!r}"
-        return json.loads(out)["choices"][0]["message"]["content"].strip(), None
-
     def close(self):
         self.proc.terminate()
         try:
@@ -139,11 +126,25 @@ class Server:
 
 
 def run_server(binary, model_dir, items, jobs, extra):
+    """Every question asked of `llava serve` through the official OpenAI client (npm `openai`,
+    tests/server_clients/ask.mjs): [(answer or None, error or None)] in order."""
+    clients = os.path.join(ROOT, "tests", "server_clients")
+    sys.path.insert(0, clients)
+    from serverlib import install_clients
+    install_clients()
     srv = Server(binary, model_dir, extra)
     try:
-        calls = [(path, q) for path, qas in items for _, q, _ in qas]
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            return list(pool.map(lambda c: srv.ask(*c), calls))
+        calls = [{"path": os.path.abspath(path), "question": q,
+                  "mime": "image/jpeg" if path.endswith(".jpg") else "image/png"}
+                 for path, qas in items for _, q, _ in qas]
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            json.dump({"base": f"http://{srv.host}:{srv.port}", "jobs": jobs, "items": calls}, f)
+            f.flush()
+            p = subprocess.run(["node", os.path.join(clients, "ask.mjs"), f.name], cwd=clients,
+                               capture_output=True, text=True, timeout=3600)
+        if p.returncode != 0:
+            raise RuntimeError(f"ask.mjs failed: {p.stderr[-1000:]}")
+        return [(a["text"].strip(), None) if "text" in a else (None, a["error"]) for a in json.loads(p.stdout)]
     finally:
         srv.close()
 
@@ -156,7 +157,8 @@ def main(argv):
     ap.add_argument("--llava", help="the llava binary; without it only PyTorch is evaluated")
     ap.add_argument("--llava-arg", action="append", default=[], help="extra argument for `llava run`")
     ap.add_argument("--server", action="store_true",
-                    help="also ask every question through `llava serve`'s OpenAI API (needs --llava)")
+                    help="also ask every question through `llava serve` with the official OpenAI client "
+                         "(needs --llava, node and npm)")
     ap.add_argument("--jobs", type=int, default=1, help="engine processes (or HTTP requests) at a time")
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads")
     ap.add_argument("--engine-threads", type=int, default=1, help="compute threads of each llava process")

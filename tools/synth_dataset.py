@@ -11,9 +11,13 @@ come in many sizes (short edge 64..640 px) and aspect ratios (up to 2.5:1), so t
 resize and center crop are exercised. CLIP preprocessing keeps only the central square of an
 image, so the grid is laid over that square (with a margin) and the rest is background only.
 
-Answers are short and canonical: "red", "circle", "3", "top left", "A red circle and a blue
-square." Objects in a description are listed in reading order (grid rows top to bottom, then
-left to right), so every scene has exactly one right description.
+Answers are short canonical sentences that name what was asked about before the answer itself:
+"The triangle is red.", "The red one is a circle.", "The blue star is at the top left.", "3",
+"A red circle and a blue square." Naming the subject first puts it right before the answer word,
+where a small decoder finds it far more easily than several tokens back in the question: the
+model trained here learns the lookup in a fraction of the steps. Objects in a description are
+listed in reading order (grid rows top to bottom, then left to right), so every scene has exactly
+one right description.
 
   /usr/bin/python3 tools/synth_dataset.py --seed 7 --count 20 --out /tmp/scenes
 writes /tmp/scenes/NNNNN.png and /tmp/scenes/questions.jsonl (one line per question).
@@ -49,9 +53,12 @@ QUESTION_TYPES = ["shape", "colour", "count", "position", "describe"]
 # Shapes are drawn on a canvas whose short edge is at least this many pixels and then reduced to
 # the image size: small images get anti-aliased edges instead of a few jagged pixels.
 MIN_DRAW_EDGE = 384
-# Fraction of the central square left empty on each side: the center crop's rounding (below one
-# pixel of the resized image) and the bicubic filter's reach must never cut a shape.
-MARGIN = 0.06
+# Fraction of the central square left empty on each side. None: the 3x3 grid spans the whole
+# central square, so that each grid cell is exactly one patch of a vision tower whose patch is a
+# third of its image (the model in models/ has 84 px images and 28 px patches). Shapes keep at
+# least 4% of a cell from its edges (size <= 0.92), about a pixel at 84 px: the center crop's
+# rounding and the bicubic filter's reach can blur an edge pixel, never cut a shape.
+MARGIN = 0.0
 
 
 class Scene:
@@ -187,14 +194,18 @@ def render(scene):
 
 
 PATCH_LABELS = {"cover_shape": len(SHAPES) + 1, "cover_colour": len(COLOURS) + 1,
-                "center_shape": len(SHAPES) + 1, "center_colour": len(COLOURS) + 1, "center_cell": 10}
+                "center_shape": len(SHAPES) + 1, "center_colour": len(COLOURS) + 1, "center_cell": 10,
+                "count": 6, **{f"count_{s}": 6 for s in SHAPES}}
 
 
 def patch_labels(scene, size, patch):
     """Dense labels of the CLIP crop (shortest edge resized to `size`, center crop size x size),
     one row per patch in row-major order, columns as PATCH_LABELS (0 = nothing):
     cover_*: the object covering most of the patch (if it covers >= 20% of it); center_*: the
-    object whose center lies in the patch, and center_cell its grid cell + 1."""
+    object whose center lies in the patch, and center_cell its grid cell + 1; count and
+    count_<shape>: how many objects (of that shape) the whole scene holds, + 1, the same on every
+    patch: the vision tower's attention sees all patches, so it can count for the decoder, which
+    would otherwise have to count through one softmax-normalized lookup."""
     w, h = scene.width, scene.height
     short, long_ = min(w, h), max(w, h)
     new_long = int(size * long_ / short)
@@ -216,7 +227,10 @@ def patch_labels(scene, size, patch):
         shape, colour, row, col = scene.objects[k][:4]
         px, py = int((cx - left) // patch), int((cy - top) // patch)
         if 0 <= px < g and 0 <= py < g:
-            out[py * g + px, 2:] = (SHAPES.index(shape) + 1, colours.index(colour) + 1, row * 3 + col + 1)
+            out[py * g + px, 2:5] = (SHAPES.index(shape) + 1, colours.index(colour) + 1, row * 3 + col + 1)
+    out[:, 5] = len(scene.objects) + 1
+    for k, shape in enumerate(SHAPES):
+        out[:, 6 + k] = sum(o[0] == shape for o in scene.objects) + 1
     return out
 
 
@@ -244,17 +258,20 @@ def questions(scene, rng=None):
     if len(objs) == 1:
         shape, colour, row, col = objs[0][:4]
         out.append(("shape", pick(["What shape is this?", "What shape is in the image?",
-                                   "What is the shape in the image?"]), shape))
+                                   "What is the shape in the image?"]), f"It is a {shape}."))
         out.append(("colour", pick(["What colour is the shape?", "What color is the shape?",
-                                    "What colour is it?"]), colour))
-        out.append(("position", pick(["Where is the shape?", f"Where is the {shape}?"]), POSITIONS[row][col]))
+                                    "What colour is it?"]), f"It is {colour}."))
+        out.append(("position", pick(["Where is the shape?", f"Where is the {shape}?"]),
+                    f"It is at the {POSITIONS[row][col]}."))
     for shape, colour, row, col, *_ in objs:
         if colour_count[colour] == 1:
             out.append(("shape", pick([f"What shape is the {colour} object?", f"What shape is the {colour} one?"]),
-                        shape))
+                        f"The {colour} one is a {shape}."))
         if shape_count[shape] == 1:
-            out.append(("colour", pick([f"What colour is the {shape}?", f"What color is the {shape}?"]), colour))
-        out.append(("position", pick([f"Where is the {colour} {shape}?"]), POSITIONS[row][col]))
+            out.append(("colour", pick([f"What colour is the {shape}?", f"What color is the {shape}?"]),
+                        f"The {shape} is {colour}."))
+        out.append(("position", pick([f"Where is the {colour} {shape}?"]),
+                    f"The {colour} {shape} is at the {POSITIONS[row][col]}."))
     out.append(("count", pick(["How many shapes are there?", "How many shapes are in the image?",
                                "How many objects are there?"]), str(len(objs))))
     for shape in SHAPES:

@@ -46,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOKENIZER_DIR = os.path.join(ROOT, "tests", "data", "llava-1.5-7b-hf")
 TRAIN_SEED = 1  # the scene stream of training; evaluation and tests use other seeds
 VALID_SEED = 2  # a small fixed set watched during training
+VOCAB_SEED = 3  # scenes whose answers list the answer vocabulary
 
 _worker = {}
 
@@ -117,7 +118,62 @@ class PatchHeads(nn.Module):
         return sum(losses) / len(losses), accs
 
 
-def answer_loss(model, feats, ids, mask, prefix):
+def answer_vocabulary(tok, scenes=4000):
+    """Sorted ids of every token an answer can hold (and </s>): the answers of `scenes` drawn scenes
+    (a seed of its own) plus every shape/colour/position sentence. Checked against the ids of
+    each training batch, so a token outside it stops training with a message, never silently."""
+    ids = {tl.EOS_ID}
+    for i in range(scenes):
+        rng = synth.scene_rng(VOCAB_SEED, i)
+        qas = synth.questions(synth.make_scene(rng), rng)  # the scene's answers, without drawing it
+        for _, _, a in qas:
+            ids.update(tok.encode(a, bos=False))
+    for shape in synth.SHAPES:
+        for colour in synth.COLOURS:
+            for row in synth.POSITIONS:
+                for where in row:
+                    for a in (f"It is a {shape}.", f"It is {colour}.", f"It is at the {where}.",
+                              f"The {colour} one is a {shape}.", f"The {shape} is {colour}.",
+                              f"The {colour} {shape} is at the {where}."):
+                        ids.update(tok.encode(a, bos=False))
+    return sorted(ids)
+
+
+class AnswerHead:
+    """Cross-entropy of the full-vocabulary softmax of a model whose lm_head rows are zero for
+    every token outside the answer vocabulary, computed without the 32k-wide product.
+
+    Those rows stay zero through training (they get no gradient, and decoupled weight decay keeps
+    zero at zero), so each of the other V - K tokens has logit exactly 0: their share of the
+    softmax is one extra logit log(V - K). The exported model is the one trained, and its greedy
+    answers can only use answer tokens. This makes a training step about twice as fast: the
+    32k-wide softmax and its gradients were half of it."""
+
+    def __init__(self, model, vocab):
+        lm = model.language_model.lm_head.weight
+        self.cand = torch.tensor(vocab, dtype=torch.long)
+        keep = torch.zeros(lm.shape[0], dtype=torch.bool)
+        keep[self.cand] = True
+        with torch.no_grad():
+            lm[~keep] = 0
+        self.index = torch.full((lm.shape[0],), -1, dtype=torch.long)
+        self.index[self.cand] = torch.arange(len(vocab))
+        self.rest = math.log(lm.shape[0] - len(vocab))
+
+    def loss(self, model, h, targets):
+        """h [n, D] final hidden states, targets [n] token ids -> (mean cross-entropy, n correct)."""
+        local = self.index[targets]
+        if (local < 0).any():
+            bad = targets[local < 0].unique().tolist()
+            raise SystemExit(f"answer token ids {bad} are not in the answer vocabulary")
+        w = model.language_model.lm_head.weight[self.cand]
+        logits = torch.cat([h @ w.t(), torch.full((h.shape[0], 1), self.rest)], 1)
+        loss = F.cross_entropy(logits, local)
+        correct = (logits.argmax(-1) == local).sum().item()
+        return loss, correct
+
+
+def answer_loss(model, head, feats, ids, mask, prefix):
     """Cross-entropy over the answer tokens given vision features [B, N, Dv]; returns (loss,
     n tokens, n correct argmax)."""
     B = feats.shape[0]
@@ -129,10 +185,8 @@ def answer_loss(model, feats, ids, mask, prefix):
     # the hidden state at position t predicts the token at t + 1
     h_pred = h[:, start - 1: start - 1 + ids.shape[1]]
     sel = mask.nonzero(as_tuple=True)
-    logits = model.language_model.lm_head(h_pred[sel])
     targets = ids[sel]
-    loss = F.cross_entropy(logits, targets)
-    correct = (logits.argmax(-1) == targets).sum().item()
+    loss, correct = head.loss(model, h_pred[sel], targets)
     return loss, targets.numel(), correct
 
 
@@ -220,6 +274,7 @@ def main(argv):
     ap.add_argument("--workers", type=int, default=1, help="processes drawing images (0: in the trainer)")
     ap.add_argument("--seed", type=int, default=0, help="initialisation seed")
     ap.add_argument("--image-size", type=int, default=84)
+    ap.add_argument("--patch-size", type=int, default=28)
     ap.add_argument("--vision-hidden", type=int, default=128)
     ap.add_argument("--vision-layers", type=int, default=3)
     ap.add_argument("--text-hidden", type=int, default=128)
@@ -233,7 +288,8 @@ def main(argv):
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     cfg = tl.Config(vision=dict(hidden_size=args.vision_hidden, intermediate_size=4 * args.vision_hidden,
-                                num_hidden_layers=args.vision_layers, image_size=args.image_size),
+                                num_hidden_layers=args.vision_layers, image_size=args.image_size,
+                                patch_size=args.patch_size),
                     text=dict(hidden_size=args.text_hidden, intermediate_size=int(round(args.text_hidden * 8 / 3 / 8)) * 8,
                               num_hidden_layers=args.text_layers))
     model = tl.TinyLlava(cfg)
@@ -258,6 +314,8 @@ def main(argv):
     assert prefix_ids == [1, 3148, 1001, 29901, 29871], prefix_ids
     prefix = torch.tensor(prefix_ids)
     valid = validation_set(tok, args.image_size, args.valid_images)
+    head = AnswerHead(model, answer_vocabulary(tok))
+    print(f"answer vocabulary: {len(head.cand)} tokens", flush=True)
 
     stream = Stream(args.workers, (args.image_size, cfg.vision["patch_size"], args.turns, TRAIN_SEED))
     n1 = args.vision_steps * args.vision_batch
@@ -301,7 +359,7 @@ def main(argv):
         for g in opt.param_groups:
             g["lr"] = schedule(step, args.steps, args.lr, args.warmup)
         feats = model.vision_features(pixels)
-        loss, n_tok, n_ok = answer_loss(model, feats, ids, mask, prefix)
+        loss, n_tok, n_ok = answer_loss(model, head, feats, ids, mask, prefix)
         total = loss
         if args.patch_weight > 0:
             total = total + args.patch_weight * heads.loss(feats, labels)[0]

@@ -19,6 +19,28 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Each fixture case: its model, image, the text of its reference prompt, and the greedy text
 # Hugging Face transformers produced for it (ref/reference.json).
+def install_clients():
+    """npm ci of the official clients in this folder (offline from the cache first), once:
+    node_modules is kept between runs. Several tests may call it at once (ctest -j), so it holds
+    a lock on the folder while it checks and installs."""
+    import fcntl
+    import shutil
+    if not shutil.which("node") or not shutil.which("npm"):
+        raise SystemExit("node and npm are needed for the official clients (scripts/setup with LLAVA_TEST_DEPS=1)")
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "node_modules.lock"), "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        stamp = os.path.join(here, "node_modules", ".package-lock.json")
+        lock = os.path.join(here, "package-lock.json")
+        if os.path.exists(stamp) and os.path.getmtime(stamp) >= os.path.getmtime(lock):
+            return
+        for args in (["npm", "ci", "--offline", "--no-audit", "--no-fund"], ["npm", "ci", "--no-audit", "--no-fund"]):
+            p = subprocess.run(args, cwd=here, capture_output=True, text=True, timeout=300)
+            if p.returncode == 0:
+                return
+        raise SystemExit(f"npm ci failed:\n{p.stdout}\n{p.stderr}")
+
+
 def fixture(name):
     root = os.path.join(FIXTURES, name)
     ref = json.load(open(os.path.join(root, "ref", "reference.json")))
