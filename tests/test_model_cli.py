@@ -113,10 +113,21 @@ def check_bad_requests(tmp):
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "-n", "5000"], "prompt too long", "4096")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--template", "alpaca"],
                    "unknown template 'alpaca'")
-    expect_failure(["run", "-i", image, "-p", "What?"], "no model given")
     expect_failure(["run", "-m", "/nonexistent/model", "-i", image, "-p", "What?"], "/nonexistent/model")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--top-p", "2"], "--top-p")
     expect_failure(["dump", "-m", model, "-i", image, "-p", "What?"], "-o")
+
+
+def check_default_model():
+    """Without -m, run uses the bundled model: the same answer as naming it."""
+    bundled = os.path.join(os.path.dirname(FIXTURES), "..", "models", "tiny-llava-shapes")
+    image = os.path.join(os.path.dirname(FIXTURES), "..", "examples", "images", "shapes-3.jpg")
+    args = ["-i", image, "-p", "How many objects are there?", "-t", "1"]
+    named = llava("run", "-m", bundled, *args)
+    default = llava("run", *args)
+    assert named.returncode == 0 and default.returncode == 0, default.stderr
+    assert default.stdout == named.stdout and default.stdout.strip(), (default.stdout, named.stdout)
+    print("default model:", default.stdout.strip())
 
 
 def main():
@@ -124,6 +135,7 @@ def main():
         for name, prompt, raw in CASES:
             check_case(name, prompt, raw, tmp)
         check_bad_requests(tmp)
+        check_default_model()
     print("ok")
 
 
