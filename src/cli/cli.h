@@ -3,6 +3,8 @@
 #ifndef LLAVA_CLI_H
 #define LLAVA_CLI_H
 
+#include <stddef.h>
+
 typedef struct cli_command {
     const char *name;
     int (*run)(int argc, char **argv);
@@ -24,7 +26,6 @@ int bench_model(int argc, char **argv);
 /* The bundled model's folder (models/tiny-llava-shapes) found next to the executable (installed
  * or build tree), in the source tree it was built from, or in the install prefix; written to out
  * and returned, or NULL when none holds a config.json. */
-#include <stddef.h>
 const char *cli_default_model(char *out, size_t n);
 
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */

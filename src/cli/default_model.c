@@ -18,23 +18,20 @@
 #define LLAVA_INSTALL_DATADIR ""
 #endif
 
-static int is_checkpoint(const char *dir)
-{
+static int is_checkpoint(const char *dir) {
     char p[PATH_MAX + 32];
     struct stat st;
     if (snprintf(p, sizeof p, "%s/config.json", dir) >= (int)sizeof p) return 0;
     return stat(p, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-static int try_dir(char *out, size_t n, const char *base, const char *rel)
-{
+static int try_dir(char *out, size_t n, const char *base, const char *rel) {
     if (!base[0]) return 0;
     if (snprintf(out, n, "%s%s", base, rel) >= (int)n) return 0;
     return is_checkpoint(out);
 }
 
-const char *cli_default_model(char *out, size_t n)
-{
+const char *cli_default_model(char *out, size_t n) {
     /* An installed copy moved elsewhere (a relocated prefix, a tarball) still finds its data
      * next to the binary, so the executable's own location comes first; then the source tree
      * this binary was built from; then the prefix it was configured to install into. */
