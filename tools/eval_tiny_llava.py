@@ -84,56 +84,14 @@ def run_engine(binary, model_dir, items, jobs, extra):
         return list(pool.map(one, calls))
 
 
-class Server:
-    """`llava serve` on a free local port, ready to answer."""
-
-    def __init__(self, binary, model_dir, extra):
-        import re
-        self.log = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen([binary, "serve", "-m", model_dir, "--port", "0"] + extra,
-                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        m = re.search(r"listening on http://([^:/\s]+):(\d+)", line)
-        if not m:
-            self.close()
-            self.log.seek(0)
-            raise RuntimeError(f"llava serve did not start: {line!r} {self.log.read()[-500:]}")
-        self.host, self.port = m.group(1), int(m.group(2))
-        deadline = time.time() + 60
-        while self.request("GET", "/health")[0] != 200:
-            if time.time() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise RuntimeError("llava serve did not become ready")
-            time.sleep(0.05)
-
-    def request(self, method, path, body=None):
-        import http.client
-        c = http.client.HTTPConnection(self.host, self.port, timeout=120)
-        try:
-            c.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            r = c.getresponse()
-            return r.status, r.read()
-        except OSError:
-            return 0, b""
-        finally:
-            c.close()
-
-    def close(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 def run_server(binary, model_dir, items, jobs, extra):
     """Every question asked of `llava serve` through the official OpenAI client (npm `openai`,
     tests/server_clients/ask.mjs): [(answer or None, error or None)] in order."""
     clients = os.path.join(ROOT, "tests", "server_clients")
     sys.path.insert(0, clients)
-    from serverlib import install_clients
+    from serverlib import Server, install_clients
     install_clients()
-    srv = Server(binary, model_dir, extra)
+    srv = Server(model_dir, *extra, llava=binary)
     try:
         calls = [{"path": os.path.abspath(path), "question": q,
                   "mime": "image/jpeg" if path.endswith(".jpg") else "image/png"}
@@ -147,7 +105,7 @@ def run_server(binary, model_dir, items, jobs, extra):
             raise RuntimeError(f"ask.mjs failed: {p.stderr[-1000:]}")
         return [(a["text"].strip(), None) if "text" in a else (None, a["error"]) for a in json.loads(p.stdout)]
     finally:
-        srv.close()
+        srv.stop()
 
 
 def main(argv):

@@ -9,13 +9,13 @@ A scene holds one to four shapes (circle, square, triangle, star, cross, diamond
 colours, each in its own cell of a 3x3 grid, on a plain, noisy or gradient background. Images
 come in many sizes (short edge 64..640 px) and aspect ratios (up to 2.5:1), so the engine's real
 resize and center crop are exercised. CLIP preprocessing keeps only the central square of an
-image, so the grid is laid over that square (with a margin) and the rest is background only.
+image, so the grid is laid over that square and the rest is background only.
 
 Answers are short canonical sentences that name what was asked about before the answer itself:
 "The triangle is red.", "The red one is a circle.", "The blue star is at the top left.", "3",
-"A red circle and a blue square." Naming the subject first puts it right before the answer word,
-where a small decoder finds it far more easily than several tokens back in the question: the
-model trained here learns the lookup in a fraction of the steps. Objects in a description are
+"A red circle and a blue square." Naming the subject first puts it right before the answer word
+instead of only several tokens back in the question, so a small decoder can find it with a
+previous-token lookup. Objects in a description are
 listed in reading order (grid rows top to bottom, then left to right), so every scene has exactly
 one right description.
 
@@ -53,7 +53,7 @@ QUESTION_TYPES = ["shape", "colour", "count", "position", "describe"]
 # Shapes are drawn on a canvas whose short edge is at least this many pixels and then reduced to
 # the image size: small images get anti-aliased edges instead of a few jagged pixels.
 MIN_DRAW_EDGE = 384
-# Fraction of the central square left empty on each side. None: the 3x3 grid spans the whole
+# Fraction of the central square left empty on each side. Zero: the 3x3 grid spans the whole
 # central square, so that each grid cell is exactly one patch of a vision tower whose patch is a
 # third of its image (the model in models/ has 84 px images and 28 px patches). Shapes keep at
 # least 4% of a cell from its edges (size <= 0.92), about a pixel at 84 px: the center crop's

@@ -17,8 +17,6 @@ LLAVA_BIN = os.environ.get("LLAVA_BIN", "llava")
 FIXTURES = os.environ.get("LLAVA_FIXTURES", os.path.join(os.path.dirname(__file__), "..", "fixtures"))
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# Each fixture case: its model, image, the text of its reference prompt, and the greedy text
-# Hugging Face transformers produced for it (ref/reference.json).
 def install_clients():
     """npm ci of the official clients in this folder (offline from the cache first), once:
     node_modules is kept between runs. Several tests may call it at once (ctest -j), so it holds
@@ -41,6 +39,8 @@ def install_clients():
         raise SystemExit(f"npm ci failed:\n{p.stdout}\n{p.stderr}")
 
 
+# Each fixture case: its model, image, the text of its reference prompt, and the greedy text
+# Hugging Face transformers produced for it (ref/reference.json).
 def fixture(name):
     root = os.path.join(FIXTURES, name)
     ref = json.load(open(os.path.join(root, "ref", "reference.json")))
@@ -117,12 +117,12 @@ def llava_run(fx, raw=False, max_tokens=16):
 class Server:
     """One `llava serve` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, model, *args, env=None, ready=True, timeout=60):
+    def __init__(self, model, *args, env=None, ready=True, timeout=60, llava=None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="llava-serve-", suffix=".log", delete=False)
         # one compute thread unless a test asks otherwise: the models are small and the
         # machines running the tests are often shared
         threads = [] if "--threads" in args else ["--threads", "1"]
-        cmd = [LLAVA_BIN, "serve", "-m", model, "--port", "0", "--model-name", "test-model"] + threads + list(args)
+        cmd = [llava or LLAVA_BIN, "serve", "-m", model, "--port", "0", "--model-name", "test-model"] + threads + list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
