@@ -195,14 +195,16 @@ def render(scene):
 
 PATCH_LABELS = {"cover_shape": len(SHAPES) + 1, "cover_colour": len(COLOURS) + 1,
                 "center_shape": len(SHAPES) + 1, "center_colour": len(COLOURS) + 1, "center_cell": 10,
-                "count": 6, **{f"count_{s}": 6 for s in SHAPES}}
+                "center_same_shape": 6, "count": 6, **{f"count_{s}": 6 for s in SHAPES}}
 
 
 def patch_labels(scene, size, patch):
     """Dense labels of the CLIP crop (shortest edge resized to `size`, center crop size x size),
     one row per patch in row-major order, columns as PATCH_LABELS (0 = nothing):
     cover_*: the object covering most of the patch (if it covers >= 20% of it); center_*: the
-    object whose center lies in the patch, and center_cell its grid cell + 1; count and
+    object whose center lies in the patch, center_cell its grid cell + 1 and center_same_shape how
+    many objects of the scene have its shape + 1 (so that "how many stars" can be answered by
+    looking up a star, as "what colour is the star" is); count and
     count_<shape>: how many objects (of that shape) the whole scene holds, + 1, the same on every
     patch: the vision tower's attention sees all patches, so it can count for the decoder, which
     would otherwise have to count through one softmax-normalized lookup."""
@@ -227,10 +229,11 @@ def patch_labels(scene, size, patch):
         shape, colour, row, col = scene.objects[k][:4]
         px, py = int((cx - left) // patch), int((cy - top) // patch)
         if 0 <= px < g and 0 <= py < g:
-            out[py * g + px, 2:5] = (SHAPES.index(shape) + 1, colours.index(colour) + 1, row * 3 + col + 1)
-    out[:, 5] = len(scene.objects) + 1
+            same = sum(o[0] == shape for o in scene.objects)
+            out[py * g + px, 2:6] = (SHAPES.index(shape) + 1, colours.index(colour) + 1, row * 3 + col + 1, same + 1)
+    out[:, 6] = len(scene.objects) + 1
     for k, shape in enumerate(SHAPES):
-        out[:, 6 + k] = sum(o[0] == shape for o in scene.objects) + 1
+        out[:, 7 + k] = sum(o[0] == shape for o in scene.objects) + 1
     return out
 
 

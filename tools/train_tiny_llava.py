@@ -13,13 +13,16 @@ CLIPImageProcessor pipeline the engine implements. Training has two phases:
    learns to answer from the question alone. This phase costs little (no decoder, no 32k-way
    softmax) and gives the tower features worth looking at.
 2. End to end: every weight trains on the answers, the patch heads' loss kept at a lower weight.
-   Each image is asked several questions in one llava-1.5 conversation:
+   Each image is asked several questions, packed into one row after its image:
 
-     USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...
+     USER: <image> | \\n{q1} ASSISTANT: {a1}</s> | \\n{q2} ASSISTANT: {a2}</s> | ...
 
-   The first turn is exactly the single-turn prompt the engine builds; later turns reuse the
-   image's positions in the sequence, which costs far less than one sequence per question. The
-   language loss covers the answer tokens and their </s> only.
+   Each exchange sees the image and itself only, at the positions it would have alone, so every
+   one is exactly the single-turn prompt the engine builds, and one image encoding serves them
+   all. (An earlier recipe chained them as a multi-turn conversation; a later turn could then
+   copy its answer from an earlier one, e.g. a colour from the description, instead of looking.)
+   The language loss covers the answer tokens and their </s> only. Question types are drawn
+   with TYPE_WEIGHTS.
 
 The patch heads are not part of the model and are not exported.
 
@@ -51,51 +54,107 @@ VOCAB_SEED = 3  # scenes whose answers list the answer vocabulary
 _worker = {}
 
 
-def _init_worker(image_size, patch, turns, seed):
+def _init_worker(image_size, patch, questions, seed):
     torch.set_num_threads(1)
     _worker.update(tok=tl.Tokenizer(os.path.join(TOKENIZER_DIR, "tokenizer.model")), size=image_size,
-                   patch=patch, turns=turns, seed=seed)
+                   patch=patch, questions=questions, seed=seed)
 
 
-def conversation_ids(tok, qas):
-    """Token ids after the <image> id for a multi-turn conversation, and the loss mask (True where
-    the id is an answer token or its </s>, i.e. where the model must predict it)."""
-    ids, target = [], []
-    for turn, (_, q, a) in enumerate(qas):
-        text = f"\n{q} ASSISTANT:" if turn == 0 else f"USER: {q} ASSISTANT:"
-        p = tok.encode(text, bos=False)
-        ans = tok.encode(a, bos=False) + [tl.EOS_ID]
-        ids += p + ans
-        target += [False] * len(p) + [True] * len(ans)
-    return ids, target
+# How often each question type is drawn for training. Shape questions (looked up by colour) and
+# descriptions are learnt early; looking an object up by its shape (its colour, how many of it
+# there are) is what takes long, so those are drawn most.
+TYPE_WEIGHTS = {"shape": 0.1, "colour": 0.3, "count": 0.3, "position": 0.15, "describe": 0.15}
+
+
+def answer_ids(tok, q, a):
+    """(ids, loss mask) of one single-turn exchange after the <image> id: the prompt the engine
+    builds for a question, then the answer and its </s>, which are what the model must predict."""
+    p = tok.encode(f"\n{q} ASSISTANT:", bos=False)
+    ans = tok.encode(a, bos=False) + [tl.EOS_ID]
+    return p + ans, [False] * len(p) + [True] * len(ans)
+
+
+def training_questions(scene, qas):
+    """The scene's questions plus "how many" for every shape it lacks (answer 0): the evaluation
+    asks about a missing shape only now and then, but without them "1" would be right for most
+    per-shape counts and the model would learn that instead of counting."""
+    asked = {q for _, q, _ in qas}
+    extra = []
+    for shape in synth.SHAPES:
+        q = f"How many {synth.PLURALS[shape]} are there?"
+        if q not in asked and not any(o[0] == shape for o in scene.objects):
+            extra.append(("count", q, "0"))
+    return qas + extra
+
+
+# Within the count type, how often a question with each answer is drawn, relative to a count of
+# 1: several of one shape is rare in the scenes, and a missing shape is common once every missing
+# shape can be asked about.
+COUNT_WEIGHTS = {"0": 0.4, "1": 1.0}
+MANY_WEIGHT = 3.0
+
+
+def pick_training_question(qas, rng):
+    types = sorted({t for t, _, _ in qas})
+    w = np.array([TYPE_WEIGHTS[t] for t in types])
+    t = types[int(rng.choice(len(types), p=w / w.sum()))]
+    cands = [qa for qa in qas if qa[0] == t]
+    per_shape = [t == "count" and any(p in q for p in synth.PLURALS.values()) for _, q, _ in cands]
+    w = np.array([COUNT_WEIGHTS.get(a, MANY_WEIGHT) if ps else 1.0 for (_, _, a), ps in zip(cands, per_shape)])
+    return cands[int(rng.choice(len(cands), p=w / w.sum()))]
 
 
 def make_example(index):
-    """Image `index` of the training stream -> (pixels [3,S,S] float32, ids after <image>, loss
-    mask, patch labels [N, len(PATCH_LABELS)])."""
+    """Image `index` of the training stream -> (pixels [3,S,S] float32, [(ids after <image>, loss
+    mask), ...] one per question, patch labels [N, len(PATCH_LABELS)])."""
     tok, seed, size = _worker["tok"], _worker["seed"], _worker["size"]
     img, scene, qas = synth.sample(seed, index)
+    qas = training_questions(scene, qas)
     rng = np.random.default_rng([seed, index, 1])
     chosen = []
-    for _ in range(int(rng.integers(1, _worker["turns"] + 1))):
-        qa = synth.pick_question(qas, rng)
+    for _ in range(_worker["questions"]):
+        qa = pick_training_question(qas, rng)
         if qa not in chosen:
             chosen.append(qa)
-    ids, target = conversation_ids(tok, chosen)
-    return tl.preprocess(img, size), ids, target, synth.patch_labels(scene, size, _worker["patch"])
+    segments = [answer_ids(tok, q, a) for _, q, a in chosen]
+    return tl.preprocess(img, size), segments, synth.patch_labels(scene, size, _worker["patch"])
 
 
-def collate(examples):
-    """Right-padded batch: with a causal mask, padding after a sequence never reaches it."""
-    L = max(len(e[1]) for e in examples)
+def collate(examples, shared):
+    """Packs each image's questions into one row after its `shared` prefix and image positions:
+    [BOS USER: | image | q1 a1 | q2 a2 | ...]. Each exchange sees the shared positions and itself
+    only, at the positions it would have alone, so it is exactly the single-turn prompt the engine
+    runs, and one image encoding serves several questions. Returns pixels, ids [B, L] (the tokens
+    after the image), loss mask [B, L], positions [B, shared + L], additive attention mask
+    [B, 1, shared + L, shared + L], patch labels."""
+    rows = []
+    for _, segments, _ in examples:
+        ids, tgt, pos, seg = [], [], [], []
+        for k, (s_ids, s_tgt) in enumerate(segments):
+            ids += s_ids
+            tgt += s_tgt
+            pos += range(shared, shared + len(s_ids))
+            seg += [k + 1] * len(s_ids)
+        rows.append((ids, tgt, pos, seg))
+    L = max(len(r[0]) for r in rows)
+    B = len(examples)
+    ids = torch.full((B, L), tl.PAD_TOKEN_ID, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.bool)
+    pos = torch.arange(shared + L).repeat(B, 1)
+    seg = torch.full((B, shared + L), -1, dtype=torch.long)  # -1: padding; it sees the shared part
+    seg[:, :shared] = 0
+    for b, (r_ids, r_tgt, r_pos, r_seg) in enumerate(rows):
+        n = len(r_ids)
+        ids[b, :n] = torch.tensor(r_ids)
+        mask[b, :n] = torch.tensor(r_tgt)
+        pos[b, shared:shared + n] = torch.tensor(r_pos)
+        seg[b, shared:shared + n] = torch.tensor(r_seg)
+    causal = torch.ones(shared + L, shared + L, dtype=torch.bool).tril()
+    visible = causal & ((seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None]))
+    attn = torch.zeros(visible.shape).masked_fill(~visible, float("-inf"))[:, None]
     pixels = torch.from_numpy(np.stack([e[0] for e in examples]))
-    ids = torch.full((len(examples), L), tl.PAD_TOKEN_ID, dtype=torch.long)
-    mask = torch.zeros((len(examples), L), dtype=torch.bool)
-    for b, (_, seq, tgt, _) in enumerate(examples):
-        ids[b, : len(seq)] = torch.tensor(seq)
-        mask[b, : len(tgt)] = torch.tensor(tgt)
-    labels = torch.from_numpy(np.stack([e[3] for e in examples]))
-    return pixels, ids, mask, labels
+    labels = torch.from_numpy(np.stack([e[2] for e in examples]))
+    return pixels, ids, mask, pos, attn, labels
 
 
 class PatchHeads(nn.Module):
@@ -173,16 +232,29 @@ class AnswerHead:
         return loss, correct
 
 
-def answer_loss(model, head, feats, ids, mask, prefix):
+def decode_packed(model, x, positions, attn):
+    """The decoder on embeds x [B, T, D] with per-row positions [B, T] and an additive attention
+    mask [B, 1, T, T] (see collate); returns the final normed hidden states."""
+    freqs = positions.float()[..., None] * model.inv_freq
+    emb = torch.cat([freqs, freqs], -1)[:, None]  # [B, 1, T, hd]: broadcast over heads
+    cos, sin = emb.cos(), emb.sin()
+    h = x
+    for layer in model.language_model.model.layers:
+        h = layer(h, cos, sin, attn)
+    return model.language_model.model.norm(h)
+
+
+def answer_loss(model, head, feats, ids, mask, prefix, positions, attn):
     """Cross-entropy over the answer tokens given vision features [B, N, Dv]; returns (loss,
     n tokens, n correct argmax)."""
     B = feats.shape[0]
     emb = model.language_model.model.embed_tokens
     img = model.multi_modal_projector(feats)
     x = torch.cat([emb(prefix).expand(B, -1, -1), img, emb(ids)], 1)
-    h = model.decode(x, torch.arange(x.shape[1]))
+    h = decode_packed(model, x, positions, attn)
     start = prefix.shape[0] + img.shape[1]  # position of ids[:, 0] in the sequence
-    # the hidden state at position t predicts the token at t + 1
+    # the hidden state at position t predicts the token at t + 1; an answer token is never the
+    # first of its exchange, so its predecessor is always in the same exchange
     h_pred = h[:, start - 1: start - 1 + ids.shape[1]]
     sel = mask.nonzero(as_tuple=True)
     targets = ids[sel]
@@ -200,23 +272,22 @@ def validation_set(tok, size, n):
         for t in synth.QUESTION_TYPES:
             qa = synth.pick_question(qas, rng, t)
             if qa is not None:
-                ids, target = conversation_ids(tok, [qa])
-                out.append((t, (pixels, ids, target, np.zeros((1, 1), np.int64))))
+                out.append((t, (pixels, [answer_ids(tok, qa[1], qa[2])], np.zeros((1, 1), np.int64))))
     return out
 
 
 @torch.no_grad()
-def validate(model, valid, prefix, batch=64):
+def validate(model, valid, prefix, shared, batch=64):
     """Teacher-forced exact match of whole answers (every answer token and </s> the argmax), per
     question type: a cheap stand-in for greedy decoding, which it equals when every token is right."""
     hits = {t: [0, 0] for t in synth.QUESTION_TYPES}
     emb = model.language_model.model.embed_tokens
     for k in range(0, len(valid), batch):
         chunk = valid[k:k + batch]
-        pixels, ids, mask, _ = collate([ex for _, ex in chunk])
+        pixels, ids, mask, pos, attn, _ = collate([ex for _, ex in chunk], shared)
         img = model.image_features(pixels)
         x = torch.cat([emb(prefix).expand(len(chunk), -1, -1), img, emb(ids)], 1)
-        h = model.decode(x, torch.arange(x.shape[1]))
+        h = decode_packed(model, x, pos, attn)
         start = prefix.shape[0] + img.shape[1]
         pred = model.language_model.lm_head(h[:, start - 1: start - 1 + ids.shape[1]]).argmax(-1)
         ok = ((pred == ids) | ~mask).all(1)
@@ -263,11 +334,11 @@ def main(argv):
     ap.add_argument("--vision-steps", type=int, default=1000, help="phase 1 steps (vision tower only)")
     ap.add_argument("--vision-batch", type=int, default=32)
     ap.add_argument("--vision-lr", type=float, default=2e-3)
-    ap.add_argument("--steps", type=int, default=3000, help="phase 2 steps (end to end)")
+    ap.add_argument("--steps", type=int, default=5000, help="phase 2 steps (end to end)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=1.5e-3)
     ap.add_argument("--patch-weight", type=float, default=0.3, help="weight of the patch heads' loss in phase 2")
-    ap.add_argument("--turns", type=int, default=5, help="most questions per image")
+    ap.add_argument("--questions", type=int, default=4, help="questions drawn per image (repeats dropped)")
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--threads", type=int, default=2)
@@ -276,9 +347,9 @@ def main(argv):
     ap.add_argument("--image-size", type=int, default=84)
     ap.add_argument("--patch-size", type=int, default=28)
     ap.add_argument("--vision-hidden", type=int, default=128)
-    ap.add_argument("--vision-layers", type=int, default=3)
+    ap.add_argument("--vision-layers", type=int, default=4)
     ap.add_argument("--text-hidden", type=int, default=128)
-    ap.add_argument("--text-layers", type=int, default=3)
+    ap.add_argument("--text-layers", type=int, default=4)
     ap.add_argument("--dtype", choices=["float16", "float32"], default="float16")
     ap.add_argument("--log-every", type=int, default=50)
     ap.add_argument("--valid-every", type=int, default=250)
@@ -313,11 +384,12 @@ def main(argv):
     prefix_ids = tok.encode("USER: <image>")[:-1]  # BOS "USER: " up to the <image> id
     assert prefix_ids == [1, 3148, 1001, 29901, 29871], prefix_ids
     prefix = torch.tensor(prefix_ids)
+    shared = len(prefix_ids) + cfg.num_patches  # positions before the first question token
     valid = validation_set(tok, args.image_size, args.valid_images)
     head = AnswerHead(model, answer_vocabulary(tok))
     print(f"answer vocabulary: {len(head.cand)} tokens", flush=True)
 
-    stream = Stream(args.workers, (args.image_size, cfg.vision["patch_size"], args.turns, TRAIN_SEED))
+    stream = Stream(args.workers, (args.image_size, cfg.vision["patch_size"], args.questions, TRAIN_SEED))
     n1 = args.vision_steps * args.vision_batch
     stream.plan([range(s * args.vision_batch, (s + 1) * args.vision_batch) for s in range(args.vision_steps)]
                 + [range(n1 + s * args.batch, n1 + (s + 1) * args.batch) for s in range(args.steps)])
@@ -330,7 +402,7 @@ def main(argv):
     model.train()
     run = np.zeros(1 + len(synth.PATCH_LABELS))
     for step in range(args.vision_steps):
-        pixels, _, _, labels = collate(stream.next(step))
+        pixels, _, _, _, _, labels = collate(stream.next(step), shared)
         for g in opt.param_groups:
             g["lr"] = schedule(step, args.vision_steps, args.vision_lr, min(args.warmup, args.vision_steps // 5))
         loss, accs = heads.loss(model.vision_features(pixels), labels)
@@ -355,11 +427,11 @@ def main(argv):
     run_loss = run_tok = run_ok = 0.0
     acc = {}
     for step in range(args.steps):
-        pixels, ids, mask, labels = collate(stream.next(args.vision_steps + step))
+        pixels, ids, mask, pos, attn, labels = collate(stream.next(args.vision_steps + step), shared)
         for g in opt.param_groups:
             g["lr"] = schedule(step, args.steps, args.lr, args.warmup)
         feats = model.vision_features(pixels)
-        loss, n_tok, n_ok = answer_loss(model, head, feats, ids, mask, prefix)
+        loss, n_tok, n_ok = answer_loss(model, head, feats, ids, mask, prefix, pos, attn)
         total = loss
         if args.patch_weight > 0:
             total = total + args.patch_weight * heads.loss(feats, labels)[0]
@@ -377,7 +449,7 @@ def main(argv):
             run_loss = run_tok = run_ok = 0.0
         if (step + 1) % args.valid_every == 0 or step + 1 == args.steps:
             model.eval()
-            acc = validate(model, valid, prefix)
+            acc = validate(model, valid, prefix, shared)
             model.train()
             print("  validation exact match: " + ", ".join(f"{t} {a:.3f}" for t, a in acc.items()), flush=True)
     train_s = time.time() - t0
@@ -390,7 +462,7 @@ def main(argv):
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump({"command": "tools/train_tiny_llava.py " + " ".join(argv), "train_seed": TRAIN_SEED,
                    "init_seed": args.seed, "vision_steps": args.vision_steps, "vision_batch": args.vision_batch,
-                   "steps": args.steps, "batch": args.batch, "turns": args.turns,
+                   "steps": args.steps, "batch": args.batch, "questions_per_image": args.questions,
                    "images_seen": n1 + args.steps * args.batch, "vision_phase_seconds": round(vision_s),
                    "train_seconds": round(train_s), "train_cpu_seconds_main_process": round(train_cpu),
                    "threads": args.threads, "workers": args.workers, "parameters": n_params,
