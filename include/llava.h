@@ -77,7 +77,8 @@ typedef struct llava_engine_config {
     const char *model_dir;  /* a llava-hf checkpoint folder; copied by llava_engine_open */
     int n_threads;          /* compute threads of the worker; <= 0: the online cores */
     int n_ctx;              /* context limit in positions; <= 0: the model's own */
-    int prefill_chunk;      /* prompt positions per decoder pass (cancel granularity); <= 0: 256 */
+    int prefill_chunk;      /* prompt positions per decoder pass (memory: about 50 KB per position
+                             * for a 7B); <= 0: 1024. Cancel is polled between layers. */
     int queue_capacity;     /* requests accepted and not yet running; more: LLAVA_ERR_BUSY;
                              * <= 0: 64; at most 65536 */
     int prep_threads;       /* preprocessing pool size, 1 or 2; <= 0: 1 */

@@ -35,6 +35,7 @@ static const char BENCH_MODEL_USAGE[] =
     "  -t, --threads N          compute threads (default: all cores)\n"
     "      --repeat R           measured runs (default 3)\n"
     "      --warmup W           unmeasured runs first (default 1: pages the weights in)\n"
+    "      --prefill-chunk N    prompt positions per decoder pass (default: the engine's)\n"
     "      --no-probe           skip the bandwidth / peak-rate probes (no floors)\n"
     "      --json               one JSON object on stdout\n";
 
@@ -186,7 +187,7 @@ static double cpu_ms(void) {
 
 typedef struct bench_opts {
     const char *dir, *image;
-    int prompt_tokens, gen_tokens, threads, repeat, warmup;
+    int prompt_tokens, gen_tokens, threads, repeat, warmup, prefill_chunk;
     int probe, json;
     int quant; /* 0, or 1 + tensor_qtype */
 } bench_opts;
@@ -366,13 +367,14 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON };
+    enum { OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
         {"gen-tokens", required_argument, 0, OPT_GEN}, {"threads", required_argument, 0, 't'},
         {"repeat", required_argument, 0, OPT_REPEAT}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"no-probe", no_argument, 0, OPT_NOPROBE},     {"json", no_argument, 0, OPT_JSON},
+        {"prefill-chunk", required_argument, 0, OPT_CHUNK},
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -391,6 +393,7 @@ int bench_model(int argc, char **argv) {
         case 't': if (parse_int(optarg, "--threads", 1, 1024, &o.threads)) return 1; break;
         case OPT_REPEAT: if (parse_int(optarg, "--repeat", 1, MAX_REPEAT, &o.repeat)) return 1; break;
         case OPT_WARMUP: if (parse_int(optarg, "--warmup", 0, 100, &o.warmup)) return 1; break;
+        case OPT_CHUNK: if (parse_int(optarg, "--prefill-chunk", 1, 1 << 20, &o.prefill_chunk)) return 1; break;
         case OPT_NOPROBE: o.probe = 0; break;
         case OPT_JSON: o.json = 1; break;
         case 'h': fputs(BENCH_MODEL_USAGE, stdout); return 0;
@@ -414,6 +417,7 @@ int bench_model(int argc, char **argv) {
     llava_model_options mo;
     llava_model_options_default(&mo);
     mo.n_threads = o.threads;
+    mo.prefill_chunk = o.prefill_chunk;
     mo.quant = o.quant == 1 + TENSOR_Q8_0 ? LLAVA_QUANT_Q8_0 : o.quant == 1 + TENSOR_Q4_0 ? LLAVA_QUANT_Q4_0 : LLAVA_QUANT_NONE;
     llava_model *m = NULL;
     llava_session *s = NULL;

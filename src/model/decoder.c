@@ -93,8 +93,8 @@ static void add_rows(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
 
-void decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
-                     float *logits) {
+int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
+                    float *logits, const llava_callbacks *cb) {
     const hf_text_config *t = &m->cfg.text;
     tensor_pool *pool = m->pool;
     int dt = t->hidden_size, H = t->num_attention_heads, KV = t->num_key_value_heads;
@@ -108,6 +108,7 @@ void decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int 
     rope_frequencies(m, s->inv_freq, seq_len);
     memcpy(s->x, embeds, (size_t)n * dt * sizeof(float));
     for (int l = 0; l < t->num_hidden_layers; l++) {
+        if (cb && cb->cancelled && cb->cancelled(cb->user)) return l;
         const decoder_layer *L = &m->dec.layers[l];
         float *kc = s->k_cache + (size_t)l * layer_stride;
         float *vc = s->v_cache + (size_t)l * layer_stride;
@@ -157,4 +158,5 @@ void decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int 
         tensor_rmsnorm(s->t, last, m->dec.norm, 1, dt, eps);
         llava_linear(pool, logits, s->t, &m->dec.lm_head, NULL, 1);
     }
+    return -1;
 }

@@ -163,8 +163,12 @@ static llava_status prompt_pass(llava_session *s, const llava_prepared *p, int c
                                    start);
         int n = p->n_positions - start < chunk ? p->n_positions - start : chunk;
         bool last = start + n == p->n_positions;
-        decoder_forward(m, &s->dec, s->embeds + (size_t)start * dt, n, p->n_positions,
-                        last ? s->logits : NULL);
+        int stopped = decoder_forward(m, &s->dec, s->embeds + (size_t)start * dt, n, p->n_positions,
+                                      last ? s->logits : NULL, cb);
+        if (stopped >= 0)
+            return llava_error_set(err, LLAVA_ERR_CANCELLED,
+                                   "cancelled in decoder layer %d of prompt positions %d..%d", stopped,
+                                   start, start + n - 1);
     }
     if (trace && trace->last_logits)
         memcpy(trace->last_logits, s->logits, (size_t)info->vocab_size * sizeof(float));
@@ -327,7 +331,7 @@ llava_status llava_generate(llava_session *s, const llava_prepared *p,
             break;
         }
         decoder_embed(m, id, row);
-        decoder_forward(m, &s->dec, row, 1, s->dec.n_past + 1, s->logits);
+        decoder_forward(m, &s->dec, row, 1, s->dec.n_past + 1, s->logits, NULL);
     }
     if (flush) {
         s->piece.len = 0;

@@ -136,9 +136,11 @@ void decoder_state_reset(decoder_state *s);
 
 /* Runs rows embeddings [n, Dt] (n <= chunk) at positions n_past.. through every layer, appending
  * to the cache. If logits is not NULL, writes the logits of the last row [V]. seq_len is the
- * sequence length the rope scaling sees ("dynamic": HF recomputes the base per forward call). */
-void decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
-                     float *logits);
+ * sequence length the rope scaling sees ("dynamic": HF recomputes the base per forward call).
+ * cb (may be NULL) is polled before each layer: if it cancels, returns the index of the layer
+ * not run (>= 0) with n_past unchanged, the rows written so far ignored. Returns -1 when done. */
+int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
+                    float *logits, const llava_callbacks *cb);
 
 /* Embedding row of token id into out [Dt] (converted to f32). */
 void decoder_embed(const llava_model *m, int32_t id, float *out);

@@ -119,7 +119,7 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
     llava_model *m = calloc(1, sizeof *m);
     if (!m) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory loading %s", dir);
     if (opt) m->opt = *opt;
-    if (m->opt.prefill_chunk <= 0) m->opt.prefill_chunk = 256;
+    if (m->opt.prefill_chunk <= 0) m->opt.prefill_chunk = 1024;
     if (strlen(dir) >= sizeof m->dir) {
         free(m);
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model path too long: %.100s...",
