@@ -1,12 +1,13 @@
 /* How soon a cancel stops a running request, in each phase of its work: the vision tower (checked
- * between layers), the prompt pass (between chunks) and decoding (between tokens). A first run of
+ * between layers), the prompt pass (between decoder layers) and decoding (between tokens). A first run of
  * the request to its end gives the length of each phase; then, for each phase, the request is
  * submitted again and cancelled at a random moment inside that phase, and the time from the
  * cancel call to the CANCELLED event is compared with one unit of the phase (one vision layer,
- * one prompt chunk, one decode step). Meant for a 7B-shaped checkpoint; a benchmark, not a test.
+ * one decoder layer over a prompt chunk, one decode step). Meant for a 7B-shaped checkpoint; a
+ * benchmark, not a test.
  *
- *   engine_cancel -m MODEL_DIR -i IMAGE [-V VISION_LAYERS_RUN] [-c PREFILL_CHUNK] [-r REPEATS]
- *                 [-t THREADS] [-n DECODE_TOKENS]
+ *   engine_cancel -m MODEL_DIR -i IMAGE [-V VISION_LAYERS_RUN] [-L DECODER_LAYERS] [-c PREFILL_CHUNK]
+ *                 [-r REPEATS] [-t THREADS] [-n DECODE_TOKENS]
  */
 #include <poll.h>
 #include <stdio.h>
@@ -77,19 +78,20 @@ static double uniform(unsigned *seed, double lo, double hi) {
 
 int main(int argc, char **argv) {
     const char *model = NULL, *image = NULL;
-    int layers = 3, chunk = 256, repeats = 5, threads = 0, decode_tokens = 16, opt;
-    while ((opt = getopt(argc, argv, "m:i:V:c:r:t:n:")) != -1) {
+    int layers = 3, text_layers = 2, chunk = 1024, repeats = 5, threads = 0, decode_tokens = 16, opt;
+    while ((opt = getopt(argc, argv, "m:i:V:L:c:r:t:n:")) != -1) {
         if (opt == 'm') model = optarg;
         else if (opt == 'i') image = optarg;
         else if (opt == 'V') layers = atoi(optarg);
+        else if (opt == 'L') text_layers = atoi(optarg);
         else if (opt == 'c') chunk = atoi(optarg);
         else if (opt == 'r') repeats = atoi(optarg);
         else if (opt == 't') threads = atoi(optarg);
         else if (opt == 'n') decode_tokens = atoi(optarg);
         else return 2;
     }
-    if (!model || !image || layers <= 0 || chunk <= 0 || repeats <= 0 || decode_tokens < 4) {
-        fprintf(stderr, "usage: engine_cancel -m MODEL_DIR -i IMAGE [-V VISION_LAYERS_RUN] "
+    if (!model || !image || layers <= 0 || text_layers <= 0 || chunk <= 0 || repeats <= 0 || decode_tokens < 4) {
+        fprintf(stderr, "usage: engine_cancel -m MODEL_DIR -i IMAGE [-V VISION_LAYERS_RUN] [-L DECODER_LAYERS] "
                         "[-c PREFILL_CHUNK] [-r REPEATS] [-t THREADS] [-n DECODE_TOKENS]\n");
         return 2;
     }
@@ -127,9 +129,11 @@ int main(int argc, char **argv) {
     /* a full chunk's share of the prompt pass (the last chunk may be shorter) */
     int positions = base.usage.prompt_tokens;
     double chunk_ms = prefill_ms * (positions < chunk ? 1.0 : (double)chunk / positions);
+    double layer_ms = chunk_ms / text_layers;
     printf("engine_cancel: baseline: vision %.1f ms (%d layers run: %.1f ms each), prompt pass "
-           "%.1f ms (%d positions, chunks of %d: %.1f ms each), decode %.1f ms per token\n",
-           image_ms, layers, image_ms / layers, prefill_ms, positions, chunk, chunk_ms, step_ms);
+           "%.1f ms (%d positions, chunks of %d: %.1f ms each, %.1f ms per decoder layer), decode "
+           "%.1f ms per token\n",
+           image_ms, layers, image_ms / layers, prefill_ms, positions, chunk, chunk_ms, layer_ms, step_ms);
 
     const char *phase_name[3] = {"vision", "prefill", "decode"};
     unsigned seed = 7;
@@ -167,10 +171,10 @@ int main(int argc, char **argv) {
                    "(%d tokens streamed)\n",
                    phase_name[phase], r, c0 - start, lat, t.tokens);
         }
-        double unit = phase == 0 ? image_ms / layers : phase == 1 ? chunk_ms : step_ms;
+        double unit = phase == 0 ? image_ms / layers : phase == 1 ? layer_ms : step_ms;
         printf("%-7s cancel to CANCELLED: mean %.1f ms, worst %.1f ms; one %s: %.1f ms\n",
                phase_name[phase], sum / repeats, worst,
-               phase == 0 ? "vision layer" : phase == 1 ? "prompt chunk" : "decode step", unit);
+               phase == 0 ? "vision layer" : phase == 1 ? "decoder layer" : "decode step", unit);
     }
     llava_engine_close(e, LLAVA_CLOSE_ABORT);
     llava_engine_free(e);

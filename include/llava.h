@@ -224,8 +224,8 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
                                  llava_request_id *id, llava_error *err);
 
 /* Asks for a request to stop. Queued: it ends with CANCELLED at once. Being prepared or running:
- * its thread stops at its next check (between tokens, prompt chunks and vision layers) and
- * emits CANCELLED. Returns LLAVA_ERR_STATE if the request has already had its terminal event
+ * its thread stops at its next check (between tokens, decoder layers of the prompt and vision
+ * layers) and emits CANCELLED. Returns LLAVA_ERR_STATE if the request has already had its terminal event
  * (or never existed); the request may still end with DONE or ERROR if it was finishing. Any
  * thread, never blocks. */
 llava_status llava_engine_cancel(llava_engine *e, llava_request_id id);
@@ -244,7 +244,7 @@ void llava_engine_close(llava_engine *e, llava_close_mode mode);
 
 /* Frees the engine and drops undelivered events. Whatever is still running is aborted (as by
  * llava_engine_close(e, LLAVA_CLOSE_ABORT)), and the call blocks until the worker has ended: at
- * once after CLOSED was polled, else up to the end of the current vision layer, prompt chunk or
+ * once after CLOSED was polled, else up to the end of the current vision layer, decoder layer or
  * token, or of a load in progress. Call it once, when no other thread uses e. NULL is fine. */
 void llava_engine_free(llava_engine *e);
 

@@ -272,7 +272,7 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
         }
         /* Waking a sleeping pool thread is a syscall, after which a loaded machine's scheduler
          * may take the CPU from this caller for milliseconds. While the worker runs a request
-         * it does the waking instead, at its next check (token, prompt chunk, vision layer):
+         * it does the waking instead, at its next check (token, decoder layer, vision layer):
          * the new request could not start before then anyway. */
         if (state == LLAVA_LOAD_READY) {
             if (e->worker_running) atomic_store_explicit(&e->pool_wake, true, memory_order_relaxed);
