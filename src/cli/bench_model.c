@@ -145,6 +145,23 @@ static double decoder_weight_bytes(const char *dir, int quant) {
     return bytes;
 }
 
+/* 1 + tensor_qtype of the blocks a checkpoint stores (`llava quantize` output: U8 tensors whose
+ * last dimension is the block size), or 0 if it stores none. */
+static int stored_quant(const char *dir) {
+    st_set *set = NULL;
+    llava_error err;
+    if (st_set_open(dir, &set, &err) != LLAVA_OK) return 0;
+    int found = 0;
+    for (size_t i = 0; i < st_set_count(set) && !found; i++) {
+        const st_tensor *t = st_set_tensor(set, i);
+        if (t->dtype != LLAVA_DTYPE_U8 || t->ndim != 3) continue;
+        for (int q = 0; q < TENSOR_QTYPE_COUNT; q++)
+            if ((size_t)t->shape[2] == tensor_qtype_block_bytes((tensor_qtype)q)) found = 1 + q;
+    }
+    st_set_close(set);
+    return found;
+}
+
 /* Vision tower up to the selected layer plus projector, per image: patch products, per layer
  * q/k/v/o and the MLP (2·T·(4·D² + 2·D·F)) and attention (QKᵀ and PV: 4·T²·D), projector. */
 static double vision_flops(const hf_llava_config *c, int rows) {
@@ -279,6 +296,7 @@ typedef struct bench_report {
     int have_bounds;
     machine_bounds mb;
     double image_floor_ms, prefill_floor_tps, decode_floor_tps, ttft_floor_ms;
+    int stored_quant; /* 1 + tensor_qtype of blocks the checkpoint stores, or 0 */
 } bench_report;
 
 static void print_text(const bench_opts *o, const bench_report *r) {
@@ -287,6 +305,9 @@ static void print_text(const bench_opts *o, const bench_report *r) {
     if (o->quant)
         printf("weights quantized at load: %s (int8 path %s)\n", tensor_qtype_name((tensor_qtype)(o->quant - 1)),
                tensor_quant_path_name());
+    else if (r->stored_quant)
+        printf("weights stored quantized: %s (int8 path %s)\n",
+               tensor_qtype_name((tensor_qtype)(r->stored_quant - 1)), tensor_quant_path_name());
     printf("request: 1 image + %d text tokens = %d positions, %d generated\n", o->prompt_tokens,
            r->positions, o->gen_tokens);
     if (r->have_bounds)
@@ -313,7 +334,7 @@ static void print_text(const bench_opts *o, const bench_report *r) {
 #undef ROW
     printf("\nfloors: decode %.2f GB of weights per token / read bandwidth; vision %.1f GFLOP and "
            "prefill %.1f GFLOP / peak %s rate\n",
-           r->bytes_per_token * 1e-9, r->vision_gflop, r->prefill_gflop, o->quant ? "int8 dot-product" : "f32 FMA");
+           r->bytes_per_token * 1e-9, r->vision_gflop, r->prefill_gflop, o->quant || r->stored_quant ? "int8 dot-product" : "f32 FMA");
 }
 
 static void print_json(const bench_opts *o, const bench_report *r) {
@@ -325,8 +346,9 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     }
     printf("\",\"threads\":%d,\"isa\":\"%s\",\"runs\":%d,\"image\":%s,", r->threads, r->isa, r->runs,
            o->image ? "true" : "false");
-    printf("\"quant\":\"%s\",\"int8_path\":\"%s\",", o->quant ? tensor_qtype_name((tensor_qtype)(o->quant - 1)) : "none",
-           tensor_quant_path_name());
+    printf("\"quant\":\"%s\",\"stored_quant\":\"%s\",\"int8_path\":\"%s\",",
+           o->quant ? tensor_qtype_name((tensor_qtype)(o->quant - 1)) : "none",
+           r->stored_quant ? tensor_qtype_name((tensor_qtype)(r->stored_quant - 1)) : "none", tensor_quant_path_name());
     printf("\"prompt_tokens\":%d,\"positions\":%d,\"gen_tokens\":%d,", o->prompt_tokens, r->positions,
            o->gen_tokens);
     if (r->have_bounds)
@@ -477,12 +499,14 @@ int bench_model(int argc, char **argv) {
          * halfway through the generated tokens */
         double ctx = r.positions + o.gen_tokens / 2.0;
         double kv = 2.0 * tc->num_hidden_layers * tc->num_key_value_heads * tc->head_dim * ctx * 4.0;
+        r.stored_quant = stored_quant(o.dir);
         r.bytes_per_token = decoder_weight_bytes(o.dir, o.quant) + kv;
         r.vision_gflop = vision_flops(cfg, llava_model_feature_rows(m)) * 1e-9;
         r.prefill_gflop = prefill_flops(tc, r.positions) * 1e-9;
         if (r.have_bounds) {
-            /* quantized products run at the int8 rate (attention stays f32: a lower bound) */
-            double peak = o.quant ? r.mb.peak_int8 : r.mb.peak;
+            /* quantized products, made at load or stored, run at the int8 rate (attention
+             * stays f32: a lower bound) */
+            double peak = o.quant || r.stored_quant ? r.mb.peak_int8 : r.mb.peak;
             r.image_floor_ms = r.vision_gflop * 1e9 / peak * 1e3;
             r.prefill_floor_tps = r.positions / (r.prefill_gflop * 1e9 / peak);
             r.decode_floor_tps = r.bytes_per_token > 0 ? r.mb.read_bw / r.bytes_per_token : 0;
