@@ -1,6 +1,7 @@
 /* Peak arithmetic rate of each multiply-add instruction the products could use, on one core:
  * register-only loops of 12 independent chains (enough to cover each instruction's latency),
- * best of several passes. Tells which reduced-precision formats can speed up compute-bound work
+ * best of several passes. f32 FMA and the int8 dot product are the probes `llava bench` judges
+ * its figures by (tensor.h, quant.h); BF16 and FP16, which no product uses, are measured here. Tells which reduced-precision formats can speed up compute-bound work
  * (the vision tower, the prompt) on this CPU: a format whose instruction does fewer operations
  * per second than f32 FMA cannot beat the exact f32 path, whatever it saves in memory.
  *
@@ -12,6 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+
+#include "tensor/quant.h"
+#include "tensor/tensor.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -40,10 +44,8 @@ static double now_s(void) {
         return (double)iters * 12 * 2 * (OPS);                                                  \
     }
 
-RATE_LOOP(loop_fma_f32, "avx512f", "vfmadd231ps", 16)
 RATE_LOOP(loop_dp_bf16, "avx512f,avx512bf16", "vdpbf16ps", 32)
 RATE_LOOP(loop_fma_f16, "avx512f,avx512fp16", "vfmadd231ph", 32)
-RATE_LOOP(loop_dp_int8, "avx512f,avx512vnni", "vpdpbusd", 64)
 
 static double best_rate(double (*loop)(long), double seconds) {
     long iters = 1000;
@@ -79,34 +81,32 @@ int main(int argc, char **argv) {
         return 1;
     }
     __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1);
-    int has_avx512f = (b >> 16) & 1, has_vnni = (c >> 11) & 1, has_fp16 = (d >> 23) & 1;
-    int has_bf16 = (a1 >> 5) & 1;
-    if (!has_avx512f || !__builtin_cpu_supports("avx512f")) {
-        printf("isa_rates: no AVX-512 on this CPU (or OS); nothing to compare\n");
-        return 0;
-    }
+    int has_avx512f = (b >> 16) & 1 && __builtin_cpu_supports("avx512f");
+    int has_fp16 = has_avx512f && ((d >> 23) & 1), has_bf16 = has_avx512f && ((a1 >> 5) & 1);
+    /* the project's own probes: the kernel path in use, as llava bench measures it */
+    double f32 = tensor_probe_peak_flops(NULL, 5 * seconds);
+    double int8 = tensor_quant_probe_peak_ops(NULL, 5 * seconds);
+    printf("%-12s %-44s %12s %10s\n", "instruction", "arithmetic", "Gop/s", "vs f32");
+    printf("%-12s %-44s %12.1f %9.2fx\n", "f32 FMA", tensor_isa_name(tensor_isa_active()), f32 * 1e-9, 1.0);
+    printf("%-12s %-44s %12.1f %9.2fx\n", "int8 dot", tensor_quant_path_name(), int8 * 1e-9, int8 / f32);
     struct {
         const char *name, *what;
         int ok;
         double (*loop)(long);
     } rows[] = {
-        {"vfmadd231ps", "f32 FMA (the exact path)", 1, loop_fma_f32},
         {"vdpbf16ps", "BF16 pairs into f32 (AVX512_BF16)", has_bf16, loop_dp_bf16},
         {"vfmadd231ph", "f16 FMA, f16 accumulators (AVX512_FP16)", has_fp16, loop_fma_f16},
-        {"vpdpbusd", "int8 quads into int32 (AVX512_VNNI)", has_vnni, loop_dp_int8},
     };
-    double f32 = 0;
-    printf("%-12s %-42s %12s %10s\n", "instruction", "arithmetic", "Gop/s", "vs f32");
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (!rows[i].ok) {
-            printf("%-12s %-42s %12s %10s\n", rows[i].name, rows[i].what, "absent", "-");
+            printf("%-12s %-44s %12s %10s\n", rows[i].name, rows[i].what, "absent", "-");
             continue;
         }
         double r = best_rate(rows[i].loop, seconds);
-        if (i == 0) f32 = r;
-        printf("%-12s %-42s %12.1f %9.2fx\n", rows[i].name, rows[i].what, r * 1e-9, r / f32);
+        printf("%-12s %-44s %12.1f %9.2fx\n", rows[i].name, rows[i].what, r * 1e-9, r / f32);
     }
-    printf("one core; operations = 2 per multiply-add; best of 5 passes of %.2f s\n", seconds);
+    printf("one core; operations = 2 per multiply-add; f32 and int8: llava bench's probes over %.1f s; "
+           "BF16, FP16: best of 5 passes of %.2f s\n", 5 * seconds, seconds);
     return 0;
 }
 #else

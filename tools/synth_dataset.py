@@ -250,6 +250,11 @@ def describe(scene):
     return text[0].upper() + text[1:] + "."
 
 
+def count_question(shape):
+    """The question asking how many objects of `shape` a scene holds."""
+    return f"How many {PLURALS[shape]} are there?"
+
+
 def questions(scene, rng=None):
     """Every question this scene answers unambiguously: list of (type, question, answer).
     With rng, one phrasing is drawn per question; without, the first phrasing is used."""
@@ -279,7 +284,7 @@ def questions(scene, rng=None):
                                "How many objects are there?"]), str(len(objs))))
     for shape in SHAPES:
         if shape_count[shape] or (rng is not None and rng.random() < 0.1):
-            out.append(("count", pick([f"How many {PLURALS[shape]} are there?"]), str(shape_count[shape])))
+            out.append(("count", pick([count_question(shape)]), str(shape_count[shape])))
     out.append(("describe", pick(["Describe the image in one sentence.", "Describe the image.",
                                   "What is in the image?"]), describe(scene)))
     return out

@@ -81,7 +81,7 @@ def training_questions(scene, qas):
     asked = {q for _, q, _ in qas}
     extra = []
     for shape in synth.SHAPES:
-        q = f"How many {synth.PLURALS[shape]} are there?"
+        q = synth.count_question(shape)
         if q not in asked and not any(o[0] == shape for o in scene.objects):
             extra.append(("count", q, "0"))
     return qas + extra
@@ -92,6 +92,7 @@ def training_questions(scene, qas):
 # shape can be asked about.
 COUNT_WEIGHTS = {"0": 0.4, "1": 1.0}
 MANY_WEIGHT = 3.0
+PER_SHAPE_COUNT_QUESTIONS = {synth.count_question(s) for s in synth.SHAPES}
 
 
 def pick_training_question(qas, rng):
@@ -99,7 +100,7 @@ def pick_training_question(qas, rng):
     w = np.array([TYPE_WEIGHTS[t] for t in types])
     t = types[int(rng.choice(len(types), p=w / w.sum()))]
     cands = [qa for qa in qas if qa[0] == t]
-    per_shape = [t == "count" and any(p in q for p in synth.PLURALS.values()) for _, q, _ in cands]
+    per_shape = [q in PER_SHAPE_COUNT_QUESTIONS for _, q, _ in cands]
     w = np.array([COUNT_WEIGHTS.get(a, MANY_WEIGHT) if ps else 1.0 for (_, _, a), ps in zip(cands, per_shape)])
     return cands[int(rng.choice(len(cands), p=w / w.sum()))]
 

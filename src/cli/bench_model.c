@@ -122,8 +122,11 @@ static double held_bytes(const st_tensor *t, int quant) {
 /* Bytes the decoder reads per generated token: every tensor of the text model's layers and the
  * output head as the model holds them (stored dtype, stored blocks, or blocks made at load),
  * found by name in both llava-hf layouts. The embedding row and the norms are noise; the KV
- * cache is added by the caller. Returns 0 if the checkpoint cannot be opened. */
-static double decoder_weight_bytes(const char *dir, int quant) {
+ * cache is added by the caller. Also sets *stored to 1 + tensor_qtype of the blocks the
+ * checkpoint stores (`llava quantize` output: U8 tensors whose last dimension is the block
+ * size), or 0. Returns 0 if the checkpoint cannot be opened. */
+static double decoder_weight_bytes(const char *dir, int quant, int *stored) {
+    *stored = 0;
     st_set *set = NULL;
     llava_error err;
     if (st_set_open(dir, &set, &err) != LLAVA_OK) return 0;
@@ -131,6 +134,9 @@ static double decoder_weight_bytes(const char *dir, int quant) {
     const st_tensor *head = NULL;
     for (size_t i = 0; i < st_set_count(set); i++) {
         const st_tensor *t = st_set_tensor(set, i);
+        if (t->dtype == LLAVA_DTYPE_U8 && t->ndim == 3)
+            for (int q = 0; q < TENSOR_QTYPE_COUNT; q++)
+                if ((size_t)t->shape[2] == tensor_qtype_block_bytes((tensor_qtype)q)) *stored = 1 + q;
         if ((strstr(t->name, "language_model.") && strstr(t->name, ".layers.")))
             bytes += held_bytes(t, quant);
         else if (!strcmp(t->name, "language_model.lm_head.weight") || !strcmp(t->name, "lm_head.weight"))
@@ -143,23 +149,6 @@ static double decoder_weight_bytes(const char *dir, int quant) {
     if (head) bytes += held_bytes(head, quant);
     st_set_close(set);
     return bytes;
-}
-
-/* 1 + tensor_qtype of the blocks a checkpoint stores (`llava quantize` output: U8 tensors whose
- * last dimension is the block size), or 0 if it stores none. */
-static int stored_quant(const char *dir) {
-    st_set *set = NULL;
-    llava_error err;
-    if (st_set_open(dir, &set, &err) != LLAVA_OK) return 0;
-    int found = 0;
-    for (size_t i = 0; i < st_set_count(set) && !found; i++) {
-        const st_tensor *t = st_set_tensor(set, i);
-        if (t->dtype != LLAVA_DTYPE_U8 || t->ndim != 3) continue;
-        for (int q = 0; q < TENSOR_QTYPE_COUNT; q++)
-            if ((size_t)t->shape[2] == tensor_qtype_block_bytes((tensor_qtype)q)) found = 1 + q;
-    }
-    st_set_close(set);
-    return found;
 }
 
 /* Vision tower up to the selected layer plus projector, per image: patch products, per layer
@@ -499,8 +488,7 @@ int bench_model(int argc, char **argv) {
          * halfway through the generated tokens */
         double ctx = r.positions + o.gen_tokens / 2.0;
         double kv = 2.0 * tc->num_hidden_layers * tc->num_key_value_heads * tc->head_dim * ctx * 4.0;
-        r.stored_quant = stored_quant(o.dir);
-        r.bytes_per_token = decoder_weight_bytes(o.dir, o.quant) + kv;
+        r.bytes_per_token = decoder_weight_bytes(o.dir, o.quant, &r.stored_quant) + kv;
         r.vision_gflop = vision_flops(cfg, llava_model_feature_rows(m)) * 1e-9;
         r.prefill_gflop = prefill_flops(tc, r.positions) * 1e-9;
         if (r.have_bounds) {
