@@ -226,6 +226,74 @@ static void test_matmul_nn(void **state) {
     restore_isa();
 }
 
+/* ---- attention, a block of queries at a time ---- */
+
+/* tensor_attention_head against a float64 softmax(scale·QKᵀ)·V over the keys each row sees.
+ * Strided q, k, v and out (heads side by side), outputs' padding untouched. */
+static void check_attention(int n_q, int n_keys, int hd, int pos0, int window, rng *r) {
+    int ldq = hd * 3 + 1, ldk = hd * 2 + 5, ldo = hd + 7;
+    float *q = malloc(sizeof(float) * (size_t)n_q * ldq), *k = malloc(sizeof(float) * (size_t)n_keys * ldk);
+    float *v = malloc(sizeof(float) * (size_t)n_keys * ldk), *out = malloc(sizeof(float) * (size_t)n_q * ldo);
+    float *scratch = malloc(sizeof(float) * tensor_attention_scratch_floats(n_keys, hd));
+    double *p = malloc(sizeof(double) * (size_t)n_keys);
+    assert_true(q && k && v && out && scratch && p);
+    fill(r, q, (size_t)n_q * ldq, 2.0f);
+    fill(r, k, (size_t)n_keys * ldk, 2.0f);
+    fill(r, v, (size_t)n_keys * ldk, 1.0f);
+    for (size_t i = 0; i < (size_t)n_q * ldo; i++) out[i] = 777.0f;
+    /* garbage in the scratch must not matter */
+    for (size_t i = 0; i < tensor_attention_scratch_floats(n_keys, hd); i++) scratch[i] = __builtin_nanf("");
+    float scale = 1.0f / sqrtf((float)hd);
+    tensor_attention_head(out, ldo, q, ldq, n_q, k, ldk, v + 1, ldk, n_keys, hd, scale, pos0, window, scratch);
+    for (int i = 0; i < n_q; i++) {
+        int lo = 0, hi = n_keys - 1;
+        if (pos0 >= 0) {
+            if (pos0 + i < hi) hi = pos0 + i;
+            if (window > 0 && pos0 + i - window > lo) lo = pos0 + i - window;
+        }
+        double mx = -INFINITY, sum = 0;
+        for (int j = lo; j <= hi; j++) {
+            double d = 0;
+            for (int c = 0; c < hd; c++) d += (double)q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c];
+            p[j] = d * scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int j = lo; j <= hi; j++) sum += (p[j] = exp(p[j] - mx));
+        for (int c = 0; c < hd; c++) {
+            double ref = 0;
+            for (int j = lo; j <= hi; j++) ref += p[j] / sum * v[(size_t)j * ldk + 1 + c];
+            double got = out[(size_t)i * ldo + c];
+            /* f32 scores of |q·k| up to 4·hd·scale, then a convex mix of |v| <= 1 */
+            if (!(fabs(got - ref) <= 2e-5 + 1e-5 * sqrt((double)hd)))
+                fail_msg("attention %s n_q=%d keys=%d hd=%d pos0=%d window=%d [%d,%d] %.9g vs %.9g",
+                         tensor_isa_name(tensor_isa_active()), n_q, n_keys, hd, pos0, window, i, c, got, ref);
+        }
+        for (int c = hd; c < ldo; c++) assert_true(out[(size_t)i * ldo + c] == 777.0f);
+    }
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(scratch);
+    free(p);
+}
+
+static void test_attention_head(void **state) {
+    (void)state;
+    rng r = {0xa77e};
+    for (int p = 0; p < n_paths(); p++) {
+        tensor_isa_set((tensor_isa)p);
+        check_attention(37, 37, 64, -1, 0, &r);     /* vision-like: all keys, edge tiles */
+        check_attention(30, 300, 80, -1, 0, &r);    /* head size not a multiple of the tile */
+        check_attention(50, 50, 128, 0, 0, &r);     /* causal prompt from position 0 */
+        check_attention(29, 600, 64, 571, 0, &r);   /* causal chunk after a cache: > one key block */
+        check_attention(40, 70, 32, 30, 6, &r);     /* sliding window */
+        check_attention(1, 5, 16, 4, 0, &r);        /* one query */
+        check_attention(16, 3, 8, -1, 0, &r);       /* fewer keys than a tile */
+    }
+    restore_isa();
+}
+
 /* ---- norms, softmax ---- */
 
 static void test_norms(void **state) {
@@ -614,6 +682,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_gemm_shapes),
         cmocka_unit_test(test_matmul_zero_k_and_bias),
         cmocka_unit_test(test_matmul_nn),
+        cmocka_unit_test(test_attention_head),
         cmocka_unit_test(test_norms),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_activations),

@@ -1,19 +1,36 @@
-/* Multi-head attention as matrix products, the same code for the vision tower (bidirectional)
- * and the decoder (causal, over the KV cache, optional sliding window): per head, S = Q·Kᵀ with K
- * as the "weight" of tensor_matmul, a masked softmax per row, then S·V with tensor_matmul_nn.
- * Heads are spread over the pool; each head's products run on one thread. */
+/* Multi-head attention, the same code for the vision tower (bidirectional) and the decoder
+ * (causal, over the KV cache, optional sliding window). Heads are spread over the pool; each
+ * head runs on one thread. Many queries (the image, the prompt): tensor_attention_head, a block
+ * of queries at a time. Few (decode): S = Q·Kᵀ with K as the "weight" of tensor_matmul (each key
+ * read once), a masked softmax per row, then S·V with tensor_matmul_nn. */
 #include <string.h>
 
 #include "model/internal.h"
 
+/* From this many queries on, blocks of queries (whole microkernel tiles) beat per-query
+ * products; the threshold of tensor_matmul's own switch to its blocked GEMM. */
+#define BLOCKED_MIN_Q 24
+
 size_t attention_scratch_floats(int n_q, int n_keys, int hd) {
-    /* scores [n_q, n_keys], the head's queries [n_q, hd], its keys [n_keys, hd] when strided */
-    return (size_t)n_q * (size_t)n_keys + (size_t)n_q * (size_t)hd + (size_t)n_keys * (size_t)hd;
+    /* a call with fewer queries than n_q may take the other path */
+    int few = n_q < BLOCKED_MIN_Q ? n_q : BLOCKED_MIN_Q - 1;
+    /* scores [few, n_keys], the head's queries [few, hd], its keys [n_keys, hd] when strided */
+    size_t need = (size_t)few * (size_t)n_keys + (size_t)few * (size_t)hd + (size_t)n_keys * (size_t)hd;
+    if (n_q >= BLOCKED_MIN_Q && tensor_attention_scratch_floats(n_keys, hd) > need)
+        need = tensor_attention_scratch_floats(n_keys, hd);
+    return need;
 }
 
 static void one_head(const attention_args *a, int h, float *scratch) {
     int hd = a->hd, nq = a->n_q, nk = a->n_keys;
     int g = h / (a->n_heads / a->n_kv_heads);
+    const float *K = a->k + (size_t)g * a->kv_head_stride, *V = a->v + (size_t)g * a->kv_head_stride;
+    if (nq >= BLOCKED_MIN_Q) {
+        tensor_attention_head(a->out + (size_t)h * hd, (size_t)a->ldo, a->q + (size_t)h * hd, (size_t)a->ldq,
+                              nq, K, (size_t)a->ldk, V, (size_t)a->ldk, nk, hd, a->scale,
+                              a->causal ? a->q_pos0 : -1, a->causal ? a->window : 0, scratch);
+        return;
+    }
     float *S = scratch;
     float *Q = S + (size_t)nq * nk;
     float *Kc = Q + (size_t)nq * hd;
@@ -21,7 +38,6 @@ static void one_head(const attention_args *a, int h, float *scratch) {
     size_t row_bytes = (size_t)hd * sizeof(float);
     for (int r = 0; r < nq; r++)
         memcpy(Q + (size_t)r * hd, a->q + (size_t)r * a->ldq + (size_t)h * hd, row_bytes);
-    const float *K = a->k + (size_t)g * a->kv_head_stride;
     if (a->ldk != hd) { /* tensor_matmul wants the keys as rows of exactly hd floats */
         for (int j = 0; j < nk; j++) memcpy(Kc + (size_t)j * hd, K + (size_t)j * a->ldk, row_bytes);
         K = Kc;
@@ -41,7 +57,6 @@ static void one_head(const attention_args *a, int h, float *scratch) {
         if (lo > 0) memset(row, 0, (size_t)lo * sizeof *row);
         if (hi < nk - 1) memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
     }
-    const float *V = a->v + (size_t)g * a->kv_head_stride;
     tensor_matmul_nn(NULL, a->out + (size_t)h * hd, a->ldo, S, nk, V, a->ldk, nq, hd, nk);
 }
 

@@ -34,12 +34,20 @@ static tensor_isa detect_x86(void) {
 }
 #endif
 
+/* CPUID traps to the hypervisor in a virtual machine (about 9 µs each measured on one), and
+ * the quantized products ask for every call: the answer is read once. -1 until then. */
+static atomic_int detected_isa = -1;
+
 tensor_isa tensor_isa_detect(void) {
+    int v = atomic_load_explicit(&detected_isa, memory_order_relaxed);
+    if (v >= 0) return (tensor_isa)v;
 #if defined(__x86_64__)
-    return detect_x86();
+    v = (int)detect_x86();
 #else
-    return TENSOR_ISA_SCALAR;
+    v = (int)TENSOR_ISA_SCALAR;
 #endif
+    atomic_store_explicit(&detected_isa, v, memory_order_relaxed);
+    return (tensor_isa)v;
 }
 
 /* -1 until first use; then the active path. */

@@ -244,7 +244,7 @@ const quant_kernels quant_kernels_scalar = {
 
 /* ---- choice of path ---- */
 
-int quant_path_supported(quant_path p) {
+static int path_supported_cpuid(quant_path p) {
     if (p == QUANT_PATH_SCALAR) return 1;
 #if defined(__x86_64__)
     tensor_isa isa = tensor_isa_detect();
@@ -266,6 +266,20 @@ int quant_path_supported(quant_path p) {
 #else
     return 0;
 #endif
+}
+
+/* Read once per path, as tensor_isa_detect does (CPUID is slow under a hypervisor and every
+ * quantized product asks): 0 unknown, 1 no, 2 yes. */
+static atomic_int path_known[QUANT_PATH_COUNT];
+
+int quant_path_supported(quant_path p) {
+    if ((int)p < 0 || p >= QUANT_PATH_COUNT) return 0;
+    int v = atomic_load_explicit(&path_known[p], memory_order_relaxed);
+    if (!v) {
+        v = path_supported_cpuid(p) ? 2 : 1;
+        atomic_store_explicit(&path_known[p], v, memory_order_relaxed);
+    }
+    return v == 2;
 }
 
 const quant_kernels *quant_kernels_for(quant_path p) {

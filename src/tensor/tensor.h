@@ -58,6 +58,19 @@ int tensor_matmul_supports(llava_dtype t);
 void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
                       const float *b, int ldb, int M, int N, int K);
 
+/* One attention head for many queries: out[r·ldo + d] = Σ_j p_rj · v[j·ldv + d], p_r the softmax
+ * over the keys row r sees of scale · (q_r · k_j), q_r = q + r·ldq, k_j = kmat + j·ldk (hd floats
+ * each). Without a mask (pos0 < 0) row r sees all n_keys keys; with one, query row r is at
+ * position pos0 + r and sees keys j <= pos0 + r, and with window > 0 only those with
+ * pos0 + r - j <= window. A row that sees no key gets zeros. Scores are computed a block of
+ * queries at a time, never all at once, and only for the keys a block sees. scratch: at least
+ * tensor_attention_scratch_floats(n_keys, hd) floats. For few queries (decode) the two products
+ * of tensor_matmul are faster: this one computes whole microkernel tiles of queries. */
+void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, int n_q,
+                           const float *kmat, size_t ldk, const float *v, size_t ldv, int n_keys,
+                           int hd, float scale, int pos0, int window, float *scratch);
+size_t tensor_attention_scratch_floats(int n_keys, int hd);
+
 /* ---- element-wise and row kernels (in place unless noted; n = row length) ---- */
 
 /* y = (x - mean) / sqrt(var + eps) * w + b over rows of n; rows independent. */

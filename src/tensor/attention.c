@@ -1,0 +1,117 @@
+/* One attention head over many queries (the prompt, the image) in blocks of the microkernel's
+ * rows: a block's scores against the keys it sees (mr × keys, in L1/L2), their softmax, and their
+ * product with V, before the next block. The whole score matrix (n_q × n_keys) is never written,
+ * keys a causal or windowed block cannot see are not multiplied, and K and V are packed once per
+ * head into the panels the GEMM microkernel streams. */
+#include <string.h>
+
+#include "tensor/kernels.h"
+
+/* Key positions per S·V microkernel call: the block's packed scores for these keys (mr × this)
+ * stay in L1 while each 32-wide tile of V streams past them. */
+#define KEY_BLOCK 256
+
+static int round_up(int v, int m) { return (v + m - 1) / m * m; }
+
+size_t tensor_attention_scratch_floats(int n_keys, int hd) {
+    const tensor_kernels *k = tensor_kernels_active();
+    size_t keys = (size_t)round_up(n_keys > 0 ? n_keys : 1, k->nr);
+    size_t hdp = (size_t)round_up(hd > 0 ? hd : 1, k->nr);
+    /* packed K, packed V, the block's scores and their packed copy, the packed queries, the
+     * block's output; each part rounded to whole cache lines */
+    size_t parts[6] = {keys * (size_t)hd, keys * hdp, (size_t)k->mr * keys, (size_t)k->mr * keys,
+                       (size_t)k->mr * (size_t)hd, (size_t)k->mr * hdp};
+    size_t total = 0;
+    for (int i = 0; i < 6; i++) total += (parts[i] + 15) / 16 * 16;
+    return total;
+}
+
+/* The keys query row r sees: [lo, hi]; hi < lo when none. */
+static void visible(int r, int n_keys, int pos0, int window, int *lo, int *hi) {
+    *lo = 0;
+    *hi = n_keys - 1;
+    if (pos0 >= 0) {
+        int p = pos0 + r;
+        if (p < *hi) *hi = p;
+        if (window > 0 && p - window > *lo) *lo = p - window;
+    }
+}
+
+void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, int n_q,
+                           const float *kmat, size_t ldk, const float *v, size_t ldv, int n_keys,
+                           int hd, float scale, int pos0, int window, float *scratch) {
+    if (n_q <= 0 || hd <= 0) return;
+    const tensor_kernels *k = tensor_kernels_active();
+    const int mr = k->mr, nr = k->nr;
+    if (n_keys <= 0) {
+        for (int r = 0; r < n_q; r++) memset(out + (size_t)r * ldo, 0, (size_t)hd * sizeof(float));
+        return;
+    }
+    const int keys = round_up(n_keys, nr), hdp = round_up(hd, nr);
+    float *kp = scratch;                                                 /* [keys / nr][hd][nr] */
+    float *vp = kp + ((size_t)keys * hd + 15) / 16 * 16;                 /* [hdp / nr][keys][nr] */
+    float *s = vp + ((size_t)keys * hdp + 15) / 16 * 16;                 /* [mr][keys] */
+    float *sp = s + ((size_t)mr * keys + 15) / 16 * 16;                  /* [keys][mr] */
+    float *qp = sp + ((size_t)mr * keys + 15) / 16 * 16;                 /* [hd][mr] */
+    float *o = qp + ((size_t)mr * hd + 15) / 16 * 16;                    /* [mr][hdp] */
+
+    for (int j = 0; j < n_keys; j += nr)
+        k->pack_w[TENSOR_WFMT_F32](kp + (size_t)j * hd, kmat + (size_t)j * ldk, ldk,
+                                   n_keys - j < nr ? n_keys - j : nr, hd);
+    for (int d = 0; d < hd; d += nr) {
+        float *dst = vp + (size_t)d * keys;
+        k->pack_b(dst, v + d, ldv, hd - d < nr ? hd - d : nr, n_keys);
+        /* keys past n_keys meet zero probabilities, but must not be NaN garbage */
+        memset(dst + (size_t)n_keys * nr, 0, (size_t)(keys - n_keys) * nr * sizeof(float));
+    }
+
+    for (int r0 = 0; r0 < n_q; r0 += mr) {
+        int rows = n_q - r0 < mr ? n_q - r0 : mr;
+        /* the key tiles some row of the block sees */
+        int lo_min = n_keys, hi_max = -1;
+        for (int i = 0; i < rows; i++) {
+            int lo, hi;
+            visible(r0 + i, n_keys, pos0, window, &lo, &hi);
+            if (hi < lo) continue;
+            if (lo < lo_min) lo_min = lo;
+            if (hi > hi_max) hi_max = hi;
+        }
+        float *ob = out + (size_t)r0 * ldo;
+        if (hi_max < 0) { /* no key visible: transformers' fully masked row is undefined; give 0 */
+            for (int i = 0; i < rows; i++) memset(ob + (size_t)i * ldo, 0, (size_t)hd * sizeof(float));
+            continue;
+        }
+        int k0 = lo_min / nr * nr, k1 = hi_max / nr * nr + nr; /* whole tiles, k1 <= keys */
+
+        k->pack_x(qp, q + (size_t)r0 * ldq, ldq, rows, hd);
+        for (int j = k0; j < k1; j += nr) k->micro(hd, qp, kp + (size_t)j * hd, s + j, (size_t)keys, 0);
+
+        for (int i = 0; i < mr; i++) {
+            float *row = s + (size_t)i * keys;
+            int lo = 0, hi = -1;
+            if (i < rows) visible(r0 + i, n_keys, pos0, window, &lo, &hi);
+            if (hi < lo) { /* padding row, or a row that sees nothing */
+                memset(row + k0, 0, (size_t)(k1 - k0) * sizeof(float));
+                continue;
+            }
+            for (int j = lo; j <= hi; j++) row[j] *= scale;
+            k->softmax(row + lo, hi - lo + 1);
+            if (lo > k0) memset(row + k0, 0, (size_t)(lo - k0) * sizeof(float));
+            if (hi + 1 < k1) memset(row + hi + 1, 0, (size_t)(k1 - hi - 1) * sizeof(float));
+        }
+
+        /* o = probabilities · V over the visible tiles, KEY_BLOCK keys at a time */
+        for (int kb = k0; kb < k1; kb += KEY_BLOCK) {
+            int kc = k1 - kb < KEY_BLOCK ? k1 - kb : KEY_BLOCK;
+            k->pack_x(sp, s + kb, (size_t)keys, mr, kc);
+            for (int d = 0; d < hd; d += nr)
+                k->micro(kc, sp, vp + (size_t)d * keys + (size_t)kb * nr, o + d, (size_t)hdp, kb > k0);
+        }
+        for (int i = 0; i < rows; i++) {
+            int lo, hi;
+            visible(r0 + i, n_keys, pos0, window, &lo, &hi);
+            if (hi < lo) memset(ob + (size_t)i * ldo, 0, (size_t)hd * sizeof(float));
+            else memcpy(ob + (size_t)i * ldo, o + (size_t)i * hdp, (size_t)hd * sizeof(float));
+        }
+    }
+}
