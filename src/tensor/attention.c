@@ -13,14 +13,15 @@
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+/* Sized for the largest tile of any path: the path may change after the caller sized its
+ * scratch (LLAVA_ISA, tensor_isa_set), and the layout below rounds by the active one's tile. */
 size_t tensor_attention_scratch_floats(int n_keys, int hd) {
-    const tensor_kernels *k = tensor_kernels_active();
-    size_t keys = (size_t)round_up(n_keys > 0 ? n_keys : 1, k->nr);
-    size_t hdp = (size_t)round_up(hd > 0 ? hd : 1, k->nr);
+    size_t keys = (size_t)round_up(n_keys > 0 ? n_keys : 1, TENSOR_NR_MAX);
+    size_t hdp = (size_t)round_up(hd > 0 ? hd : 1, TENSOR_NR_MAX);
+    size_t mr = TENSOR_MR_MAX;
     /* packed K, packed V, the block's scores and their packed copy, the packed queries, the
      * block's output; each part rounded to whole cache lines */
-    size_t parts[6] = {keys * (size_t)hd, keys * hdp, (size_t)k->mr * keys, (size_t)k->mr * keys,
-                       (size_t)k->mr * (size_t)hd, (size_t)k->mr * hdp};
+    size_t parts[6] = {keys * (size_t)hd, keys * hdp, mr * keys, mr * keys, mr * (size_t)hd, mr * hdp};
     size_t total = 0;
     for (int i = 0; i < 6; i++) total += (parts[i] + 15) / 16 * 16;
     return total;
