@@ -228,6 +228,36 @@ static TGT void axpy(float *y, float a, const float *x, int n) {
     for (; j < n; j++) y[j] = fmaf(a, x[j], y[j]);
 }
 
+/* Rows of B are prefetched this many rows ahead in gemv_nn. */
+#define NN_AHEAD 4
+
+/* 64 columns at a time in 8 accumulators, then 8, then single columns. */
+static TGT void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
+    int j = 0;
+    for (; j + 64 <= n; j += 64) {
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
+        for (int kk = 0; kk < k; kk++) {
+            const float *r = b + (size_t)kk * ldb + j;
+            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(r + NN_AHEAD * ldb) + 64 * i, _MM_HINT_T0);
+            __m256 xv = _mm256_set1_ps(x[kk]);
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r + 8 * i), acc[i]);
+        }
+        for (int i = 0; i < 8; i++) _mm256_storeu_ps(y + j + 8 * i, acc[i]);
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int kk = 0; kk < k; kk++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[kk]), _mm256_loadu_ps(b + (size_t)kk * ldb + j), acc);
+        _mm256_storeu_ps(y + j, acc);
+    }
+    for (; j < n; j++) {
+        float acc = 0;
+        for (int kk = 0; kk < k; kk++) acc = fmaf(x[kk], b[(size_t)kk * ldb + j], acc);
+        y[j] = acc;
+    }
+}
+
 INL void to_f32_fmt(tensor_wfmt f, float *dst, const void *src, size_t n) {
     const char *s = src;
     size_t i = 0;
@@ -486,6 +516,7 @@ const tensor_kernels tensor_kernels_avx2 = {
     .pack_x = pack_x,
     .micro = micro,
     .axpy = axpy,
+    .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .layernorm = layernorm,
     .rmsnorm = rmsnorm,

@@ -94,6 +94,12 @@ static void axpy(float *y, float a, const float *x, int n) {
     for (int j = 0; j < n; j++) y[j] += a * x[j];
 }
 
+static void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
+    for (int j = 0; j < n; j++) y[j] = 0;
+    for (int kk = 0; kk < k; kk++)
+        for (int j = 0; j < n; j++) y[j] = fmaf(x[kk], b[(size_t)kk * ldb + j], y[j]);
+}
+
 static void to_f32_f32(float *dst, const void *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
 static void to_f32_f16(float *dst, const void *src, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = llava_f16_to_f32(((const uint16_t *)src)[i]);
@@ -221,6 +227,7 @@ const tensor_kernels tensor_kernels_scalar = {
     .pack_x = pack_x,
     .micro = micro,
     .axpy = axpy,
+    .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .layernorm = layernorm,
     .rmsnorm = rmsnorm,

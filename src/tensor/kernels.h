@@ -39,8 +39,13 @@ typedef struct tensor_kernels {
      * selects += over =. a is the packed x panel (f32, mr rows interleaved). */
     void (*micro)(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate);
 
-    /* y[j] += a · x[j] for j < n (row updates of matmul_nn when M is small). */
+    /* y[j] += a · x[j] for j < n. */
     void (*axpy)(float *y, float a, const float *x, int n);
+    /* One row of x times B (f32, row stride ldb): y[j] = Σ_kk x[kk] · b[kk*ldb + j] for j < n,
+     * kk < k, summed in kk order with one fused multiply-add each (stores, does not accumulate).
+     * matmul_nn with few rows: probabilities · V over the KV cache in decode, where B streams
+     * from memory once, so it is read ahead by prefetch. */
+    void (*gemv_nn)(float *y, const float *x, const float *b, size_t ldb, int n, int k);
 
     /* dst[i] = f32(src[i]). */
     void (*to_f32[TENSOR_WFMT_COUNT])(float *dst, const void *src, size_t n);

@@ -214,27 +214,13 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
 
 /* ---- y = x · B with B [K, N] f32 (attention) ---- */
 
-/* Rows of B are asked for this many rows ahead of their use: with one row of x (decode over the
- * KV cache) B streams from memory once, in short rows the hardware prefetcher is slow to follow. */
-#define NN_PREFETCH_ROWS 4
-
 static void nn_rows_item(void *ctx, int item, int ith) {
     (void)ith;
     const mm_ctx *c = ctx;
     int n0 = item * c->item_n, n1 = n0 + c->item_n > c->N ? c->N : n0 + c->item_n;
-    const float *b = c->w;
-    size_t row_bytes = (size_t)(n1 - n0) * sizeof(float);
-    for (int m = 0; m < c->M; m++) {
-        float *yr = c->y + (size_t)m * c->ldy + n0;
-        memset(yr, 0, row_bytes);
-        for (int kk = 0; kk < c->K; kk++) {
-            if (m == 0 && kk + NN_PREFETCH_ROWS < c->K) {
-                const char *ahead = (const char *)(b + (size_t)(kk + NN_PREFETCH_ROWS) * c->ldw + n0);
-                for (size_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(ahead + off, 0, 3);
-            }
-            c->k->axpy(yr, c->x[(size_t)m * c->ldx + kk], b + (size_t)kk * c->ldw + n0, n1 - n0);
-        }
-    }
+    const float *b = (const float *)c->w + n0;
+    for (int m = 0; m < c->M; m++)
+        c->k->gemv_nn(c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, b, c->ldw, n1 - n0, c->K);
 }
 
 void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
