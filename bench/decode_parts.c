@@ -1,0 +1,147 @@
+/* The parts of a 7B's token and prompt, each alone, on synthetic data of the model's shapes:
+ * where decode stands against the read bandwidth and where attention's time goes.
+ *
+ *   decode_parts [THREADS] [LAYERS]
+ *
+ * products  the 7 products of LAYERS decoder layers (distinct weights, beyond the L3) with one
+ *           row of x, Q4_0 and Q8_0, as GB/s of weights beside the read probe of this process;
+ *   kv        decode attention over a 7B f32 KV cache of 657 positions for 32 layers, as GB/s of
+ *           cache read;
+ *   prompt    one decoder layer's causal attention over 641 positions (32 heads of 128) and one
+ *           vision layer's (577 tokens, 16 heads of 64), ms.
+ * Best of several passes each; the read probe runs right before and right after each GB/s part
+ * and the better of the two is its bound (on a shared machine the bandwidth moves by the minute).
+ * Nothing here is a model run: `llava bench -m DIR` is. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "model/internal.h"
+#include "tensor/quant.h"
+#include "tensor/tensor.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+enum { D = 4096, F = 11008, HEADS = 32, HD = 128 };
+
+static void fill(float *x, size_t n, unsigned seed) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)((i * 2654435761u + seed) >> 8 & 0xffff) / 65536.0f - 0.5f;
+}
+
+static double probe(tensor_pool *pool) { return tensor_probe_read_bandwidth(pool, (size_t)1 << 30, 4); }
+
+static double max2(double a, double b) { return a > b ? a : b; }
+
+static int products(tensor_pool *pool, int layers, tensor_qtype t) {
+    static const int shape[7][2] = {{D, D}, {D, D}, {D, D}, {D, D}, {F, D}, {F, D}, {D, F}};
+    size_t total = 0, offs[7];
+    for (int j = 0; j < 7; j++) {
+        offs[j] = total;
+        total += tensor_quant_bytes(t, shape[j][0], shape[j][1]);
+    }
+    float *w = malloc((size_t)F * D * sizeof(float)), *x = malloc(F * sizeof(float)), *y = malloc(F * sizeof(float));
+    char *q = malloc(total * (size_t)layers);
+    if (!w || !x || !y || !q) {
+        fprintf(stderr, "decode_parts: out of memory for %d layers\n", layers);
+        return 1;
+    }
+    fill(w, (size_t)F * D, 1);
+    fill(x, F, 2);
+    for (int l = 0; l < layers; l++)
+        for (int j = 0; j < 7; j++)
+            tensor_quantize(pool, q + (size_t)l * total + offs[j], t, w, LLAVA_DTYPE_F32, shape[j][0], shape[j][1]);
+    double bw = probe(pool), best = 1e30;
+    for (int pass = 0; pass < 7; pass++) {
+        double t0 = now_s();
+        for (int l = 0; l < layers; l++)
+            for (int j = 0; j < 7; j++)
+                tensor_matmul_q(pool, y, x, q + (size_t)l * total + offs[j], t, NULL, 1, shape[j][0], shape[j][1]);
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    bw = max2(bw, probe(pool));
+    double gbs = (double)total * layers / best * 1e-9;
+    printf("products %s: %d layers, %.0f MB in %.1f ms: %.2f GB/s, %.0f %% of the read probe (%.2f GB/s)\n",
+           tensor_qtype_name(t), layers, (double)total * layers * 1e-6, best * 1e3, gbs, 100 * gbs / (bw * 1e-9),
+           bw * 1e-9);
+    free(w);
+    free(x);
+    free(y);
+    free(q);
+    return 0;
+}
+
+/* attention_run as the model calls it; causal: the decoder's cache layout, else the tower's. */
+static double attention_ms(tensor_pool *pool, int n_q, int n_keys, int heads, int hd, int causal,
+                           int layers, size_t *scratch_bytes) {
+    int dv = heads * hd;
+    size_t layer = (size_t)heads * n_keys * hd;
+    float *q = malloc((size_t)n_q * dv * sizeof(float)), *o = malloc((size_t)n_q * dv * sizeof(float));
+    float *k = malloc(layer * layers * sizeof(float)), *v = malloc(layer * layers * sizeof(float));
+    int threads = tensor_pool_threads(pool);
+    size_t per = attention_scratch_floats(n_q, n_keys, hd);
+    float *scratch = malloc(per * threads * sizeof(float));
+    if (!q || !o || !k || !v || !scratch) {
+        fprintf(stderr, "decode_parts: out of memory for attention\n");
+        exit(1);
+    }
+    fill(q, (size_t)n_q * dv, 3);
+    fill(k, layer * layers, 4);
+    fill(v, layer * layers, 5);
+    double best = 1e30;
+    for (int pass = 0; pass < 7; pass++) {
+        double t0 = now_s();
+        for (int l = 0; l < layers; l++) {
+            attention_args a = {
+                .q = q, .ldq = dv, .k = k + layer * l, .v = v + layer * l, .ldk = causal ? hd : dv,
+                .kv_head_stride = causal ? (size_t)n_keys * hd : (size_t)hd, .out = o, .ldo = dv,
+                .n_q = n_q, .n_keys = n_keys, .n_heads = heads, .n_kv_heads = heads, .hd = hd,
+                .scale = 0.088f, .causal = causal, .q_pos0 = n_keys - n_q, .scratch = scratch,
+                .scratch_per_thread = per,
+            };
+            attention_run(pool, &a);
+        }
+        double dt = now_s() - t0;
+        if (dt < best) best = dt;
+    }
+    *scratch_bytes = per * sizeof(float);
+    free(q);
+    free(o);
+    free(k);
+    free(v);
+    free(scratch);
+    return best * 1e3;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 2, layers = argc > 2 ? atoi(argv[2]) : 8;
+    if (threads < 1 || threads > 256 || layers < 1 || layers > 32) {
+        fprintf(stderr, "usage: decode_parts [THREADS (1..256)] [LAYERS (1..32)]\n");
+        return 2;
+    }
+    tensor_pool *pool = tensor_pool_create(threads);
+    if (!pool) return 1;
+    printf("%d threads, kernel path %s, int8 path %s\n", threads, tensor_isa_name(tensor_isa_active()),
+           tensor_quant_path_name());
+    if (products(pool, layers, TENSOR_Q4_0) || products(pool, layers, TENSOR_Q8_0)) return 1;
+    size_t sb;
+    double bw = probe(pool);
+    double ms = attention_ms(pool, 1, 657, HEADS, HD, 1, 32, &sb);
+    bw = max2(bw, probe(pool));
+    double kv = 2.0 * 32 * HEADS * 657 * HD * sizeof(float);
+    printf("kv: decode attention, 32 layers x 657 positions (%.0f MB): %.1f ms, %.2f GB/s, %.0f %% of the read "
+           "probe (%.2f GB/s)\n", kv * 1e-6, ms, kv / ms * 1e-6, 100 * kv / ms * 1e-6 / (bw * 1e-9), bw * 1e-9);
+    ms = attention_ms(pool, 641, 641, HEADS, HD, 1, 1, &sb);
+    printf("prompt: causal attention of one 7B layer, 641 positions: %.2f ms (scratch %.2f MiB per thread)\n", ms,
+           (double)sb / (1024.0 * 1024.0));
+    ms = attention_ms(pool, 577, 577, 16, 64, 0, 1, &sb);
+    printf("prompt: attention of one vision layer, 577 tokens: %.2f ms (scratch %.2f MiB per thread)\n", ms,
+           (double)sb / (1024.0 * 1024.0));
+    tensor_pool_destroy(pool);
+    return 0;
+}
