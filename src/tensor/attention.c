@@ -66,16 +66,18 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
         memset(dst + (size_t)n_keys * nr, 0, (size_t)(keys - n_keys) * nr * sizeof(float));
     }
 
+    int lo[TENSOR_MR_MAX], hi[TENSOR_MR_MAX]; /* the block's rows' visible keys; padding sees none */
     for (int r0 = 0; r0 < n_q; r0 += mr) {
         int rows = n_q - r0 < mr ? n_q - r0 : mr;
         /* the key tiles some row of the block sees */
         int lo_min = n_keys, hi_max = -1;
-        for (int i = 0; i < rows; i++) {
-            int lo, hi;
-            visible(r0 + i, n_keys, pos0, window, &lo, &hi);
-            if (hi < lo) continue;
-            if (lo < lo_min) lo_min = lo;
-            if (hi > hi_max) hi_max = hi;
+        for (int i = 0; i < mr; i++) {
+            lo[i] = 0;
+            hi[i] = -1;
+            if (i < rows) visible(r0 + i, n_keys, pos0, window, &lo[i], &hi[i]);
+            if (hi[i] < lo[i]) continue;
+            if (lo[i] < lo_min) lo_min = lo[i];
+            if (hi[i] > hi_max) hi_max = hi[i];
         }
         float *ob = out + (size_t)r0 * ldo;
         if (hi_max < 0) { /* no key visible: transformers' fully masked row is undefined; give 0 */
@@ -89,16 +91,14 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
 
         for (int i = 0; i < mr; i++) {
             float *row = s + (size_t)i * keys;
-            int lo = 0, hi = -1;
-            if (i < rows) visible(r0 + i, n_keys, pos0, window, &lo, &hi);
-            if (hi < lo) { /* padding row, or a row that sees nothing */
+            if (hi[i] < lo[i]) { /* padding row, or a row that sees nothing */
                 memset(row + k0, 0, (size_t)(k1 - k0) * sizeof(float));
                 continue;
             }
-            for (int j = lo; j <= hi; j++) row[j] *= scale;
-            k->softmax(row + lo, hi - lo + 1);
-            if (lo > k0) memset(row + k0, 0, (size_t)(lo - k0) * sizeof(float));
-            if (hi + 1 < k1) memset(row + hi + 1, 0, (size_t)(k1 - hi - 1) * sizeof(float));
+            for (int j = lo[i]; j <= hi[i]; j++) row[j] *= scale;
+            k->softmax(row + lo[i], hi[i] - lo[i] + 1);
+            if (lo[i] > k0) memset(row + k0, 0, (size_t)(lo[i] - k0) * sizeof(float));
+            if (hi[i] + 1 < k1) memset(row + hi[i] + 1, 0, (size_t)(k1 - hi[i] - 1) * sizeof(float));
         }
 
         /* o = probabilities · V over the visible tiles, KEY_BLOCK keys at a time */
@@ -109,9 +109,7 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
                 k->micro(kc, sp, vp + (size_t)d * keys + (size_t)kb * nr, o + d, (size_t)hdp, kb > k0);
         }
         for (int i = 0; i < rows; i++) {
-            int lo, hi;
-            visible(r0 + i, n_keys, pos0, window, &lo, &hi);
-            if (hi < lo) memset(ob + (size_t)i * ldo, 0, (size_t)hd * sizeof(float));
+            if (hi[i] < lo[i]) memset(ob + (size_t)i * ldo, 0, (size_t)hd * sizeof(float));
             else memcpy(ob + (size_t)i * ldo, o + (size_t)i * hdp, (size_t)hd * sizeof(float));
         }
     }

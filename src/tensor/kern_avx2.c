@@ -220,14 +220,6 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
     }
 }
 
-static TGT void axpy(float *y, float a, const float *x, int n) {
-    __m256 av = _mm256_set1_ps(a);
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        _mm256_storeu_ps(y + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
-    for (; j < n; j++) y[j] = fmaf(a, x[j], y[j]);
-}
-
 /* Rows of B are prefetched this many rows ahead in gemv_nn. */
 #define NN_AHEAD 4
 
@@ -515,7 +507,6 @@ const tensor_kernels tensor_kernels_avx2 = {
     .pack_b = pack_b,
     .pack_x = pack_x,
     .micro = micro,
-    .axpy = axpy,
     .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .layernorm = layernorm,

@@ -255,17 +255,6 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
     }
 }
 
-static TGT void axpy(float *y, float a, const float *x, int n) {
-    __m512 av = _mm512_set1_ps(a);
-    int j = 0;
-    for (; j + 16 <= n; j += 16)
-        _mm512_storeu_ps(y + j, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + j), _mm512_loadu_ps(y + j)));
-    if (j < n) {
-        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
-        _mm512_mask_storeu_ps(y + j, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + j), _mm512_maskz_loadu_ps(m, y + j)));
-    }
-}
-
 /* Rows of B are prefetched this many rows ahead in gemv_nn. */
 #define NN_AHEAD 4
 
@@ -517,7 +506,6 @@ const tensor_kernels tensor_kernels_avx512 = {
     .pack_b = pack_b,
     .pack_x = pack_x,
     .micro = micro,
-    .axpy = axpy,
     .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .layernorm = layernorm,

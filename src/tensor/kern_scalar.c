@@ -90,10 +90,6 @@ static void micro(int kc, const float *a, const float *b, float *c, size_t ldc, 
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
-static void axpy(float *y, float a, const float *x, int n) {
-    for (int j = 0; j < n; j++) y[j] += a * x[j];
-}
-
 static void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
     for (int j = 0; j < n; j++) y[j] = 0;
     for (int kk = 0; kk < k; kk++)
@@ -226,7 +222,6 @@ const tensor_kernels tensor_kernels_scalar = {
     .pack_b = pack_b,
     .pack_x = pack_x,
     .micro = micro,
-    .axpy = axpy,
     .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .layernorm = layernorm,

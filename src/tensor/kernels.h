@@ -39,8 +39,6 @@ typedef struct tensor_kernels {
      * selects += over =. a is the packed x panel (f32, mr rows interleaved). */
     void (*micro)(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate);
 
-    /* y[j] += a · x[j] for j < n. */
-    void (*axpy)(float *y, float a, const float *x, int n);
     /* One row of x times B (f32, row stride ldb): y[j] = Σ_kk x[kk] · b[kk*ldb + j] for j < n,
      * kk < k, summed in kk order with one fused multiply-add each (stores, does not accumulate).
      * matmul_nn with few rows: probabilities · V over the KV cache in decode, where B streams

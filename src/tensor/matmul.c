@@ -149,12 +149,9 @@ static void gemm_slice(void *ctx, int ith, int nth) {
                             c->ldx, w, c->ldw, m1 - m0, n1 - n0, c->K);
             add_bias(c, m0, m1, n0, n1);
         } else {
-            for (int m = m0; m < m1; m++) {
-                float *yr = c->y + (size_t)m * c->ldy + n0;
-                memset(yr, 0, (size_t)(n1 - n0) * sizeof(float));
-                for (int kk = 0; kk < c->K; kk++)
-                    k->axpy(yr, c->x[(size_t)m * c->ldx + kk], (const float *)c->w + (size_t)kk * c->ldw + n0, n1 - n0);
-            }
+            for (int m = m0; m < m1; m++)
+                k->gemv_nn(c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, (const float *)c->w + n0,
+                           c->ldw, n1 - n0, c->K);
         }
     }
     if (owned) free(mem);
