@@ -13,6 +13,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "tensor/kernels.h"
 #include "tensor/tensor.h"
 
 /* ---- helpers ---- */
@@ -224,6 +225,111 @@ static void test_matmul_nn(void **state) {
     }
     tensor_pool_destroy(pool);
     restore_isa();
+}
+
+/* ---- half-precision products ---- */
+
+/* Half-precision products through a table against float64: each element within
+ * 2e-2 · Σ_k |x_k · w_k| (the worst case of 32 f16 roundings in a run, each at most 2^-11 of the
+ * run's Σ|x·w|, plus the inputs' own rounding), and the whole output's RMS error within 3e-3 of
+ * its RMS (the typical f16 error is ~1e-3; the exact path's bound above is 1e-5). Rows span
+ * 10^-3 .. 10^3 in magnitude and one is zero, so the per-row scaling is exercised; the weights
+ * are scaled by wscale (large ones test the overflow bound). Returns the output, for the caller
+ * to compare paths bit for bit. */
+static float *check_half(const tensor_kernels *k, tensor_pool *pool, llava_dtype t, int M, int N, int K,
+                         float wscale, int with_bias, uint64_t seed) {
+    rng r = {seed};
+    float *x = malloc(sizeof(float) * (size_t)M * K), *we = malloc(sizeof(float) * (size_t)N * K);
+    float *bias = malloc(sizeof(float) * (size_t)N), *y = malloc(sizeof(float) * (size_t)M * N);
+    assert_true(x && we && bias && y);
+    for (int m = 0; m < M; m++) fill(&r, x + (size_t)m * K, (size_t)K, m == 3 ? 0.0f : powf(10.0f, (float)(m % 7 - 3)));
+    fill(&r, bias, (size_t)N, 1.0f);
+    void *w = make_weights(&r, t, (size_t)N * K, we);
+    if (wscale != 1.0f) {
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            float v = we[i] * wscale;
+            if (t == LLAVA_DTYPE_F16) ((uint16_t *)w)[i] = llava_f32_to_f16(v), we[i] = llava_f16_to_f32(((uint16_t *)w)[i]);
+            else if (t == LLAVA_DTYPE_BF16) ((uint16_t *)w)[i] = llava_f32_to_bf16(v), we[i] = llava_bf16_to_f32(((uint16_t *)w)[i]);
+            else ((float *)w)[i] = v, we[i] = v;
+        }
+    }
+    float absmax = tensor_absmax(w, t, (size_t)N * K);
+    for (size_t i = 0; i < (size_t)M * N; i++) y[i] = 12345.0f;
+    tensor_matmul_half_with(k, pool, y, x, w, t, absmax, with_bias ? bias : NULL, M, N, K);
+    double se = 0, sr = 0;
+    for (int m = 0; m < M; m++)
+        for (int n = 0; n < N; n++) {
+            double ref = with_bias ? bias[n] : 0, scale = 0;
+            for (int kk = 0; kk < K; kk++) {
+                double p = (double)x[(size_t)m * K + kk] * we[(size_t)n * K + kk];
+                ref += p;
+                scale += fabs(p);
+            }
+            double got = y[(size_t)m * N + n], err = fabs(got - ref);
+            if (!(err <= 2e-2 * scale + 1e-6 * fabs(ref) + 1e-30))
+                fail_msg("half %s %s M=%d N=%d K=%d wscale=%g: y[%d,%d]=%.7g ref=%.7g (Σ|x·w| %.3g)",
+                         tensor_isa_name(k->isa), llava_dtype_name(t), M, N, K, (double)wscale, m, n, got, ref, scale);
+            /* rows are weighed alike: each row's error against its own size */
+            double rs = powf(10.0f, (float)(m % 7 - 3)) * wscale;
+            se += (err / rs) * (err / rs);
+            sr += (ref / rs) * (ref / rs);
+        }
+    double rel = sqrt(se / (sr > 0 ? sr : 1));
+    print_message("half %-6s %-4s M=%-3d N=%-3d K=%-4d wscale=%-6g RMS relative error %.2e\n", tensor_isa_name(k->isa),
+                  llava_dtype_name(t), M, N, K, (double)wscale, rel);
+    if (!(rel <= 3e-3))
+        fail_msg("half %s %s M=%d N=%d K=%d: RMS relative error %.3g", tensor_isa_name(k->isa), llava_dtype_name(t), M, N, K, rel);
+    free(x);
+    free(we);
+    free(bias);
+    free(w);
+    return y;
+}
+
+static void test_matmul_half(void **state) {
+    (void)state;
+    tensor_isa_set(TENSOR_ISA_AVX512);
+    int fast = tensor_half_available(); /* this CPU runs the AVX512-FP16 table */
+    restore_isa();
+    const tensor_kernels *simd = tensor_kernels_for(TENSOR_ISA_AVX512);
+    tensor_pool *pool = tensor_pool_create(2);
+    assert_non_null(pool);
+    static const int shapes[][3] = {{24, 64, 32}, {37, 100, 100}, {29, 130, 1030}, {64, 600, 300}, {14, 64, 33}};
+    uint64_t seed = 11;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int ti = 0; ti < 3; ti++) {
+            int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+            float wscale = si == 2 ? 500.0f : si == 4 ? 1e-3f : 1.0f;
+            float *ys = check_half(&tensor_kernels_scalar, NULL, wtypes[ti], M, N, K, wscale, ti == 1, seed);
+            if (fast) {
+                /* the same arithmetic: the same bits, with and without threads */
+                float *yv = check_half(simd, NULL, wtypes[ti], M, N, K, wscale, ti == 1, seed);
+                float *yp = check_half(simd, pool, wtypes[ti], M, N, K, wscale, ti == 1, seed);
+                for (size_t i = 0; i < (size_t)M * N; i++)
+                    if (memcmp(&ys[i], &yv[i], 4) || memcmp(&yv[i], &yp[i], 4))
+                        fail_msg("half %s M=%d N=%d K=%d: element %zu scalar %.9g avx512 %.9g pool %.9g",
+                                 llava_dtype_name(wtypes[ti]), M, N, K, i, (double)ys[i], (double)yv[i], (double)yp[i]);
+                free(yv);
+                free(yp);
+            }
+            free(ys);
+            seed++;
+        }
+    /* Few rows, no FP16, or weights f16 cannot hold: the exact product. */
+    rng r = {5};
+    float x[24 * 32], we[64 * 32], y1[24 * 64], y2[24 * 64];
+    fill(&r, x, 24 * 32, 1.0f);
+    for (int i = 0; i < 64 * 32; i++) we[i] = rng_f(&r) * 1e5f;
+    tensor_matmul_half(NULL, y1, x, we, LLAVA_DTYPE_F32, tensor_absmax(we, LLAVA_DTYPE_F32, 64 * 32), NULL, 24, 64, 32);
+    tensor_matmul(NULL, y2, x, we, LLAVA_DTYPE_F32, NULL, 24, 64, 32);
+    assert_memory_equal(y1, y2, sizeof y1);
+    tensor_matmul_half(NULL, y1, x, we, LLAVA_DTYPE_F32, 1.0f, NULL, 23, 64, 32);
+    tensor_matmul(NULL, y2, x, we, LLAVA_DTYPE_F32, NULL, 23, 64, 32);
+    assert_memory_equal(y1, y2, 23 * 64 * sizeof(float));
+    assert_true(isnan(tensor_absmax((float[]){1.0f, NAN}, LLAVA_DTYPE_F32, 2)));
+    assert_true(tensor_absmax((float[]){1.0f, -3.0f, 2.0f}, LLAVA_DTYPE_F32, 3) == 3.0f);
+    if (fast) assert_true(tensor_half_probe_peak_flops(NULL, 0.05) > 0);
+    tensor_pool_destroy(pool);
 }
 
 /* ---- attention, a block of queries at a time ---- */
@@ -682,6 +788,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_gemm_shapes),
         cmocka_unit_test(test_matmul_zero_k_and_bias),
         cmocka_unit_test(test_matmul_nn),
+        cmocka_unit_test(test_matmul_half),
         cmocka_unit_test(test_attention_head),
         cmocka_unit_test(test_norms),
         cmocka_unit_test(test_softmax),

@@ -28,6 +28,9 @@ static const char BENCH_MODEL_USAGE[] =
     "  -m, --model DIR          llava-hf checkpoint folder\n"
     "      --quant T            quantize the matrices at load: q8_0 or q4_0 (int8 products;\n"
     "                           default: the weights as stored, exact f32 arithmetic)\n"
+    "      --half PARTS         half-precision products (f16 multiply-adds, ~1e-3 relative\n"
+    "                           error) for PARTS: vision,projector,text,lm_head or all; needs\n"
+    "                           AVX512-FP16 (elsewhere the products stay exact)\n"
     "      --image FILE         image to decode and encode (default: generated 640x480 pixels,\n"
     "                           preprocessed but not decoded)\n"
     "      --prompt-tokens N    text tokens after the image (default 64)\n"
@@ -72,6 +75,7 @@ typedef struct machine_bounds {
     double read_bw;  /* bytes/s, all threads */
     double peak;     /* f32 FMA flop/s, all threads */
     double peak_int8; /* int8 dot-product ops/s of the quantized path, all threads */
+    double peak_half; /* f16 FMA flop/s, all threads (0 without AVX512-FP16) */
 } machine_bounds;
 
 /* Runs tensor/'s probes in a child process: their 1 GiB buffer would otherwise be part of this
@@ -94,6 +98,7 @@ static int probe_machine(int threads, machine_bounds *out) {
             b.read_bw = tensor_probe_read_bandwidth(pool, (size_t)1 << 30, 4);
             b.peak = tensor_probe_peak_flops(pool, 0.5);
             b.peak_int8 = tensor_quant_probe_peak_ops(pool, 0.5);
+            b.peak_half = tensor_half_probe_peak_flops(pool, 0.5);
             tensor_pool_destroy(pool);
         }
         ssize_t w = write(fd[1], &b, sizeof b);
@@ -196,6 +201,7 @@ typedef struct bench_opts {
     int prompt_tokens, gen_tokens, threads, repeat, warmup, prefill_chunk;
     int probe, json;
     int quant; /* 0, or 1 + tensor_qtype */
+    unsigned half_parts; /* LLAVA_PART_* bits asked for half precision */
 } bench_opts;
 
 /* Builds the request: decode + preprocess through llava_prepare (timed), then the token ids
@@ -290,6 +296,21 @@ typedef struct bench_report {
     int stored_quant; /* 1 + tensor_qtype of blocks the checkpoint stores, or 0 */
 } bench_report;
 
+/* The rate a part's products run at, for its floor: int8 when quantized (at load or stored),
+ * f16 when half precision was asked for and the CPU has it, else f32. Attention stays f32
+ * whatever the products do, so the floor is a lower bound. */
+static double part_peak(const bench_opts *o, const bench_report *r, unsigned part) {
+    if (o->quant || r->stored_quant) return r->mb.peak_int8;
+    if ((o->half_parts & part) && tensor_half_available() && r->mb.peak_half > 0) return r->mb.peak_half;
+    return r->mb.peak;
+}
+
+static const char *rate_name(const bench_opts *o, const bench_report *r, unsigned part) {
+    double p = part_peak(o, r, part);
+    return p == r->mb.peak_int8 && (o->quant || r->stored_quant) ? "int8 dot-product"
+           : p == r->mb.peak ? "f32 FMA" : "f16 FMA";
+}
+
 static void print_text(const bench_opts *o, const bench_report *r) {
     printf("model %s, %d threads, kernel path %s, %d run%s (median)\n", o->dir, r->threads, r->isa,
            r->runs, r->runs == 1 ? "" : "s");
@@ -299,11 +320,18 @@ static void print_text(const bench_opts *o, const bench_report *r) {
     else if (r->stored_quant)
         printf("weights stored quantized: %s (int8 path %s)\n",
                tensor_qtype_name((tensor_qtype)(r->stored_quant - 1)), tensor_quant_path_name());
+    if (o->half_parts) {
+        char parts[64];
+        cli_parts_name(o->half_parts, parts, sizeof parts);
+        printf("half-precision products: %s (%s)\n", parts,
+               tensor_half_available() ? "AVX512-FP16" : "not on this CPU: the products stay exact");
+    }
     printf("request: 1 image + %d text tokens = %d positions, %d generated\n", o->prompt_tokens,
            r->positions, o->gen_tokens);
     if (r->have_bounds)
-        printf("machine: read bandwidth %.2f GB/s, peak f32 FMA %.1f GFLOP/s, int8 %.1f GOP/s (%d threads)\n",
-               r->mb.read_bw * 1e-9, r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9, r->threads);
+        printf("machine: read bandwidth %.2f GB/s, peak f32 FMA %.1f GFLOP/s, int8 %.1f GOP/s, f16 FMA %.1f "
+               "GFLOP/s (%d threads)\n",
+               r->mb.read_bw * 1e-9, r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9, r->mb.peak_half * 1e-9, r->threads);
     if (r->probed_twice)
         printf("  (each the better of two probes: before the runs %.2f GB/s, %.1f GFLOP/s, %.1f GOP/s; "
                "after %.2f, %.1f, %.1f)\n", r->mb_before.read_bw * 1e-9, r->mb_before.peak * 1e-9,
@@ -328,9 +356,10 @@ static void print_text(const bench_opts *o, const bench_report *r) {
     ROW("decode (tokens/s)", r->decode_tps, r->decode_floor_tps, "/s", 1);
     ROW("time to first token", r->ttft_ms, r->ttft_floor_ms, "ms", 0);
 #undef ROW
-    printf("\nfloors: decode %.2f GB of weights per token / read bandwidth; vision %.1f GFLOP and "
+    printf("\nfloors: decode %.2f GB of weights per token / read bandwidth; vision %.1f GFLOP / peak %s rate, "
            "prefill %.1f GFLOP / peak %s rate\n",
-           r->bytes_per_token * 1e-9, r->vision_gflop, r->prefill_gflop, o->quant || r->stored_quant ? "int8 dot-product" : "f32 FMA");
+           r->bytes_per_token * 1e-9, r->vision_gflop, rate_name(o, r, LLAVA_PART_VISION), r->prefill_gflop,
+           rate_name(o, r, LLAVA_PART_TEXT));
 }
 
 static void print_json(const bench_opts *o, const bench_report *r) {
@@ -345,11 +374,14 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     printf("\"quant\":\"%s\",\"stored_quant\":\"%s\",\"int8_path\":\"%s\",",
            o->quant ? tensor_qtype_name((tensor_qtype)(o->quant - 1)) : "none",
            r->stored_quant ? tensor_qtype_name((tensor_qtype)(r->stored_quant - 1)) : "none", tensor_quant_path_name());
+    char parts[64];
+    cli_parts_name(o->half_parts, parts, sizeof parts);
+    printf("\"half\":\"%s\",\"half_active\":%s,", parts, o->half_parts && tensor_half_available() ? "true" : "false");
     printf("\"prompt_tokens\":%d,\"positions\":%d,\"gen_tokens\":%d,", o->prompt_tokens, r->positions,
            o->gen_tokens);
     if (r->have_bounds)
-        printf("\"read_bandwidth_gbs\":%.3f,\"peak_gflops\":%.2f,\"peak_int8_gops\":%.2f,", r->mb.read_bw * 1e-9,
-               r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9);
+        printf("\"read_bandwidth_gbs\":%.3f,\"peak_gflops\":%.2f,\"peak_int8_gops\":%.2f,\"peak_half_gflops\":%.2f,",
+               r->mb.read_bw * 1e-9, r->mb.peak * 1e-9, r->mb.peak_int8 * 1e-9, r->mb.peak_half * 1e-9);
     if (r->probed_twice)
         printf("\"probes\":{\"before\":[%.3f,%.2f,%.2f],\"after\":[%.3f,%.2f,%.2f]},", r->mb_before.read_bw * 1e-9,
                r->mb_before.peak * 1e-9, r->mb_before.peak_int8 * 1e-9, r->mb_after.read_bw * 1e-9,
@@ -389,14 +421,14 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
+    enum { OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
         {"gen-tokens", required_argument, 0, OPT_GEN}, {"threads", required_argument, 0, 't'},
         {"repeat", required_argument, 0, OPT_REPEAT}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"no-probe", no_argument, 0, OPT_NOPROBE},     {"json", no_argument, 0, OPT_JSON},
-        {"prefill-chunk", required_argument, 0, OPT_CHUNK},
+        {"prefill-chunk", required_argument, 0, OPT_CHUNK}, {"half", required_argument, 0, OPT_HALF},
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -409,6 +441,10 @@ int bench_model(int argc, char **argv) {
             o.quant = 1 + (int)qt;
             break;
         }
+        case OPT_HALF:
+            if (cli_parse_parts(optarg, &o.half_parts) != 0)
+                return cli_fail("bench: --half takes parts from vision,projector,text,lm_head,all, not '%s'", optarg);
+            break;
         case OPT_IMAGE: o.image = optarg; break;
         case OPT_PROMPT: if (parse_int(optarg, "--prompt-tokens", 0, 1 << 20, &o.prompt_tokens)) return 1; break;
         case OPT_GEN: if (parse_int(optarg, "--gen-tokens", 2, 1 << 20, &o.gen_tokens)) return 1; break;
@@ -440,6 +476,7 @@ int bench_model(int argc, char **argv) {
     llava_model_options_default(&mo);
     mo.n_threads = o.threads;
     mo.prefill_chunk = o.prefill_chunk;
+    mo.half_parts = o.half_parts;
     mo.quant = o.quant == 1 + TENSOR_Q8_0 ? LLAVA_QUANT_Q8_0 : o.quant == 1 + TENSOR_Q4_0 ? LLAVA_QUANT_Q4_0 : LLAVA_QUANT_NONE;
     llava_model *m = NULL;
     llava_session *s = NULL;
@@ -519,12 +556,10 @@ int bench_model(int argc, char **argv) {
                 if (after.read_bw > r.mb.read_bw) r.mb.read_bw = after.read_bw;
                 if (after.peak > r.mb.peak) r.mb.peak = after.peak;
                 if (after.peak_int8 > r.mb.peak_int8) r.mb.peak_int8 = after.peak_int8;
+                if (after.peak_half > r.mb.peak_half) r.mb.peak_half = after.peak_half;
             }
-            /* quantized products, made at load or stored, run at the int8 rate (attention
-             * stays f32: a lower bound) */
-            double peak = o.quant || r.stored_quant ? r.mb.peak_int8 : r.mb.peak;
-            r.image_floor_ms = r.vision_gflop * 1e9 / peak * 1e3;
-            r.prefill_floor_tps = r.positions / (r.prefill_gflop * 1e9 / peak);
+            r.image_floor_ms = r.vision_gflop * 1e9 / part_peak(&o, &r, LLAVA_PART_VISION) * 1e3;
+            r.prefill_floor_tps = r.positions / (r.prefill_gflop * 1e9 / part_peak(&o, &r, LLAVA_PART_TEXT));
             r.decode_floor_tps = r.bytes_per_token > 0 ? r.mb.read_bw / r.bytes_per_token : 0;
             r.ttft_floor_ms = r.image_floor_ms + r.positions / r.prefill_floor_tps * 1e3;
         }

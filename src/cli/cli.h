@@ -28,6 +28,12 @@ int bench_model(int argc, char **argv);
  * and returned, or NULL when none holds a config.json. */
 const char *cli_default_model(char *out, size_t n);
 
+/* A comma-separated list of model parts (vision, projector, text, lm_head, all) as LLAVA_PART_*
+ * bits: 0, or -1 for an unknown or empty name. */
+int cli_parse_parts(const char *s, unsigned *out);
+/* The bits as such a list ("none" for 0), cut to fit n bytes. */
+void cli_parts_name(unsigned bits, char *out, size_t n);
+
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -16,6 +16,8 @@ typedef struct llava_matrix {
     llava_dtype type;
     int rows, cols;
     int quant;          /* 1 + tensor_qtype when data holds quantized blocks; 0: type */
+    int half;           /* products with many rows in half precision (options.half_parts) */
+    float absmax;       /* max |W| when half (tensor_matmul_half's overflow bound) */
 } llava_matrix;
 
 typedef struct clip_layer {
@@ -81,6 +83,9 @@ struct llava_model {
 llava_status llava_weights_bind(llava_model *m, llava_error *err);
 /* Quantizes the bound matrices the options ask for (after the pool exists: it does the work). */
 llava_status llava_weights_quantize(llava_model *m, llava_error *err);
+/* Marks the matrices of options.half_parts for half-precision products and finds their max |W|
+ * (only where tensor_half_available: elsewhere they stay exact). */
+llava_status llava_weights_half(llava_model *m, llava_error *err);
 
 /* ---- the vision tower and projector (clip.c) ---- */
 
@@ -180,6 +185,8 @@ static inline void llava_linear(tensor_pool *pool, float *y, const float *x, con
                                 const float *bias, int M) {
     if (w->quant)
         tensor_matmul_q(pool, y, x, w->data, (tensor_qtype)(w->quant - 1), bias, M, w->rows, w->cols);
+    else if (w->half)
+        tensor_matmul_half(pool, y, x, w->data, w->type, w->absmax, bias, M, w->rows, w->cols);
     else
         tensor_matmul(pool, y, x, w->data, w->type, bias, M, w->rows, w->cols);
 }

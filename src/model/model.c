@@ -138,6 +138,7 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
                                  m->opt.n_threads);
     }
     if (st == LLAVA_OK && m->opt.quant != LLAVA_QUANT_NONE) st = llava_weights_quantize(m, err);
+    if (st == LLAVA_OK) st = llava_weights_half(m, err);
     if (st != LLAVA_OK) {
         llava_model_free(m);
         return st;

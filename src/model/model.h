@@ -42,6 +42,11 @@ typedef struct llava_model_options {
      * already holds quantized (`llava quantize`) are used as they are, whatever this says. */
     llava_quant quant;
     unsigned quant_parts;
+    /* Parts (LLAVA_PART_* bits; 0: none) whose products over many rows (image, prompt; not
+     * decode's single row) run in half precision (tensor_matmul_half: f16 multiply-adds, about
+     * 1e-3 relative error, twice the f32 rate) where the CPU has AVX512-FP16; elsewhere, and for
+     * matrices quantized by `quant`, they stay as they are. Reduced precision: opt-in only. */
+    unsigned half_parts;
 } llava_model_options;
 
 /* Fills the defaults above (all zero). */

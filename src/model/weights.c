@@ -80,7 +80,7 @@ static bool quant_matrix(binder *b, const st_tensor *t, const char *full, int ro
         if (!tensor_quant_shape_ok(rows, cols) || t->ndim != 3 || t->shape[0] != groups ||
             t->shape[1] != cols / TENSOR_QK || t->shape[2] != (int64_t)tensor_qtype_block_bytes((tensor_qtype)q))
             continue;
-        *out = (llava_matrix){t->data, t->dtype, rows, cols, 1 + q};
+        *out = (llava_matrix){.data = t->data, .type = t->dtype, .rows = rows, .cols = cols, .quant = 1 + q};
         return true;
     }
     char have[96];
@@ -101,7 +101,7 @@ static bool matrix(binder *b, const char *prefix, const char *name, int rows, in
     int64_t shape[2] = {rows, cols};
     const st_tensor *t = find(b, prefix, name, 2, shape);
     if (!t) return false;
-    *out = (llava_matrix){t->data, t->dtype, rows, cols, 0};
+    *out = (llava_matrix){.data = t->data, .type = t->dtype, .rows = rows, .cols = cols};
     return true;
 }
 
@@ -152,7 +152,7 @@ static bool bind_vision(binder *b) {
     int64_t conv[4] = {dv, v->num_channels, p, p};
     const st_tensor *t = find(b, P, "embeddings.patch_embedding.weight", 4, conv);
     if (!t) return false;
-    w->patch = (llava_matrix){t->data, t->dtype, dv, v->num_channels * p * p, 0};
+    w->patch = (llava_matrix){.data = t->data, .type = t->dtype, .rows = dv, .cols = v->num_channels * p * p};
     int64_t pos[2] = {(int64_t)grid * grid + 1, dv};
     if (!vec(b, P, "embeddings.class_embedding", dv, &w->class_emb) ||
         !small_f32(b, P, "embeddings.position_embedding.weight", 2, pos, &w->pos_emb) ||
@@ -271,32 +271,81 @@ static llava_status quantize_one(llava_model *m, llava_matrix *w, tensor_qtype q
     uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
     uintptr_t hi = ((uintptr_t)w->data + (size_t)w->rows * w->cols * llava_dtype_size(w->type)) / page * page;
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
-    *w = (llava_matrix){buf, LLAVA_DTYPE_U8, w->rows, w->cols, 1 + (int)qt};
+    *w = (llava_matrix){.data = buf, .type = LLAVA_DTYPE_U8, .rows = w->rows, .cols = w->cols, .quant = 1 + (int)qt};
     return LLAVA_OK;
+}
+
+/* The matrices of the parts (LLAVA_PART_* bits) in load order: the lists quantization and half
+ * precision apply to. Embeddings and the patch convolution are in none. Returns the count;
+ * out (if not NULL) gets up to cap pointers. */
+static int part_matrices(llava_model *m, unsigned parts, llava_matrix **out, int cap) {
+    llava_matrix *one[2];
+    int n = 0;
+    if (parts & LLAVA_PART_VISION)
+        for (int i = 0; i < m->cfg.vision.num_hidden_layers; i++) {
+            clip_layer *L = &m->clip.layers[i];
+            llava_matrix *ws[6] = {&L->q, &L->k, &L->v, &L->o, &L->fc1, &L->fc2};
+            for (int j = 0; j < 6; j++, n++)
+                if (out && n < cap) out[n] = ws[j];
+        }
+    if (parts & LLAVA_PART_PROJECTOR) {
+        one[0] = &m->clip.proj1;
+        one[1] = &m->clip.proj2;
+        for (int j = 0; j < 2; j++, n++)
+            if (out && n < cap) out[n] = one[j];
+    }
+    if (parts & LLAVA_PART_TEXT)
+        for (int i = 0; i < m->cfg.text.num_hidden_layers; i++) {
+            decoder_layer *L = &m->dec.layers[i];
+            llava_matrix *ws[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
+            for (int j = 0; j < 7; j++, n++)
+                if (out && n < cap) out[n] = ws[j];
+        }
+    /* a tied head shares embed_tokens' data: quantizing makes a separate copy, and the embedding
+     * re-reads from the file the rows whose pages were dropped */
+    if (parts & LLAVA_PART_LM_HEAD) {
+        if (out && n < cap) out[n] = &m->dec.lm_head;
+        n++;
+    }
+    return n;
+}
+
+/* The part list in an array the caller frees, or NULL (out of memory). */
+static llava_matrix **part_list(llava_model *m, unsigned parts, int *n) {
+    *n = part_matrices(m, parts, NULL, 0);
+    llava_matrix **list = malloc((size_t)(*n > 0 ? *n : 1) * sizeof *list);
+    if (list) part_matrices(m, parts, list, *n);
+    return list;
 }
 
 llava_status llava_weights_quantize(llava_model *m, llava_error *err) {
     tensor_qtype qt = m->opt.quant == LLAVA_QUANT_Q4_0 ? TENSOR_Q4_0 : TENSOR_Q8_0;
-    unsigned parts = m->opt.quant_parts ? m->opt.quant_parts : 0xf;
+    int n;
+    llava_matrix **list = part_list(m, m->opt.quant_parts ? m->opt.quant_parts : 0xf, &n);
+    if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
     llava_status st = LLAVA_OK;
-    if (parts & LLAVA_PART_VISION)
-        for (int i = 0; i < m->cfg.vision.num_hidden_layers && st == LLAVA_OK; i++) {
-            clip_layer *L = &m->clip.layers[i];
-            llava_matrix *ws[6] = {&L->q, &L->k, &L->v, &L->o, &L->fc1, &L->fc2};
-            for (int j = 0; j < 6 && st == LLAVA_OK; j++) st = quantize_one(m, ws[j], qt, err);
-        }
-    if (parts & LLAVA_PART_PROJECTOR) {
-        if (st == LLAVA_OK) st = quantize_one(m, &m->clip.proj1, qt, err);
-        if (st == LLAVA_OK) st = quantize_one(m, &m->clip.proj2, qt, err);
-    }
-    if (parts & LLAVA_PART_TEXT)
-        for (int i = 0; i < m->cfg.text.num_hidden_layers && st == LLAVA_OK; i++) {
-            decoder_layer *L = &m->dec.layers[i];
-            llava_matrix *ws[7] = {&L->q, &L->k, &L->v, &L->o, &L->gate, &L->up, &L->down};
-            for (int j = 0; j < 7 && st == LLAVA_OK; j++) st = quantize_one(m, ws[j], qt, err);
-        }
-    /* a tied head shares embed_tokens' data: quantizing makes a separate copy, and the embedding
-     * re-reads from the file the rows whose pages were dropped */
-    if ((parts & LLAVA_PART_LM_HEAD) && st == LLAVA_OK) st = quantize_one(m, &m->dec.lm_head, qt, err);
+    for (int i = 0; i < n && st == LLAVA_OK; i++) st = quantize_one(m, list[i], qt, err);
+    free(list);
     return st;
+}
+
+static void absmax_item(void *ctx, int item, int ith) {
+    (void)ith;
+    llava_matrix *w = ((llava_matrix **)ctx)[item];
+    w->absmax = tensor_absmax(w->data, w->type, (size_t)w->rows * (size_t)w->cols);
+}
+
+llava_status llava_weights_half(llava_model *m, llava_error *err) {
+    if (!m->opt.half_parts || !tensor_half_available()) return LLAVA_OK;
+    int n;
+    llava_matrix **list = part_list(m, m->opt.half_parts, &n);
+    if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
+    /* quantized matrices keep their int8 products */
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!list[i]->quant) list[k++] = list[i];
+    tensor_pool_for(m->pool, k, absmax_item, list);
+    for (int i = 0; i < k; i++) list[i]->half = 1;
+    free(list);
+    return LLAVA_OK;
 }

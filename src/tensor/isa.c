@@ -50,6 +50,25 @@ tensor_isa tensor_isa_detect(void) {
     return (tensor_isa)v;
 }
 
+/* AVX512-FP16: CPUID.(7,0):EDX bit 23, on top of the AVX-512 state detect_x86 checked. Read
+ * once, as the path is: 0 unknown, 1 no, 2 yes. */
+static atomic_int half_known;
+
+int tensor_half_available(void) {
+    if (tensor_isa_active() < TENSOR_ISA_AVX512) return 0;
+    int v = atomic_load_explicit(&half_known, memory_order_relaxed);
+    if (!v) {
+        v = 1;
+#if defined(__x86_64__)
+        unsigned a, b, c, d;
+        __cpuid_count(7, 0, a, b, c, d);
+        if ((d >> 23) & 1) v = 2;
+#endif
+        atomic_store_explicit(&half_known, v, memory_order_relaxed);
+    }
+    return v == 2;
+}
+
 /* -1 until first use; then the active path. */
 static atomic_int active_isa = -1;
 

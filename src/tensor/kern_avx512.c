@@ -255,6 +255,148 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
     }
 }
 
+/* ---- half-precision GEMM (AVX512-FP16) ----
+ *
+ * 14 rows of x × 64 columns (two registers of 32 f16 lanes) in 28 f16 accumulators. The f16
+ * multiply-adds are written as instructions (vfmadd231ph on the f32-typed registers holding the
+ * f16 lanes): the compilers this builds with do not all have the FP16 intrinsics, while every
+ * assembler in Debian 12 knows the instruction. Runs only when isa.c found AVX512-FP16. */
+
+#define HMR 14
+#define HNR 64
+#define NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+
+/* 16 rows of W (row j0 + j), 16 k at a time through the f32 transpose, stored as 16 f16 of each
+ * k's column slice dst[k*HNR + j]. */
+INL void pack_quarter_half(tensor_wfmt f, uint16_t *dst, const char *w, size_t row_bytes, int rows, int kc) {
+    for (int k = 0; k < kc; k += 16) {
+        __mmask16 mk = (__mmask16)(kc - k >= 16 ? 0xffff : (1u << (kc - k)) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+            r[j] = j < rows ? load16_mask(w + (size_t)j * row_bytes + (size_t)k * esz(f), f, mk) : _mm512_setzero_ps();
+        transpose16(r);
+        int n = kc - k < 16 ? kc - k : 16;
+        for (int i = 0; i < n; i++)
+            _mm256_storeu_si256((__m256i *)(dst + (size_t)(k + i) * HNR), _mm512_cvtps_ph(r[i], NEAREST));
+    }
+}
+
+INL void pack_fmt_half(tensor_wfmt f, uint16_t *dst, const void *w, size_t ldw, int n, int kc) {
+    size_t row_bytes = ldw * esz(f);
+    for (int q = 0; q < 4; q++) {
+        int rows = n - 16 * q;
+        rows = rows < 0 ? 0 : rows > 16 ? 16 : rows;
+        pack_quarter_half(f, dst + 16 * q, (const char *)w + (size_t)(rows ? 16 * q : 0) * row_bytes, row_bytes, rows, kc);
+    }
+}
+
+static TGT void pack_f32_half(uint16_t *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt_half(TENSOR_WFMT_F32, dst, w, ldw, n, kc);
+}
+static TGT void pack_f16_half(uint16_t *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt_half(TENSOR_WFMT_F16, dst, w, ldw, n, kc);
+}
+static TGT void pack_bf16_half(uint16_t *dst, const void *w, size_t ldw, int n, int kc) {
+    pack_fmt_half(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
+}
+
+/* 14 rows × 16 k at a time as pack_x does it: scaled, padded to 16 rows, transposed; each
+ * column (one k) rounded to f16, each f16 widened to a word holding it twice, 14 words stored. */
+static TGT void pack_x_half(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc) {
+    for (int k = 0; k < kc; k += 16) {
+        __mmask16 mk = (__mmask16)(kc - k >= 16 ? 0xffff : (1u << (kc - k)) - 1);
+        __m512 r[16];
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++)
+            r[i] = i < rows ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + (size_t)i * ldx + k), _mm512_set1_ps(scale[i]))
+                            : _mm512_setzero_ps();
+        transpose16(r);
+        int n = kc - k < 16 ? kc - k : 16;
+        for (int t = 0; t < n; t++) {
+            __m512i h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(r[t], NEAREST));
+            _mm512_mask_storeu_epi32(dst + (size_t)(k + t) * HMR, (__mmask16)0x3fff,
+                                     _mm512_or_si512(h, _mm512_slli_epi32(h, 16)));
+        }
+    }
+}
+
+/* f16 lanes of v (32) as two f32 registers, times u, into c[0..31]. */
+INL void flush_half(float *c, __m512 v, __m512 u, int add) {
+    __m512i bits = _mm512_castps_si512(v);
+    __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(bits));
+    __m512 hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(bits, 1));
+    if (add) {
+        lo = _mm512_fmadd_ps(lo, u, _mm512_loadu_ps(c));
+        hi = _mm512_fmadd_ps(hi, u, _mm512_loadu_ps(c + 16));
+    } else {
+        lo = _mm512_mul_ps(lo, u);
+        hi = _mm512_mul_ps(hi, u);
+    }
+    _mm512_storeu_ps(c, lo);
+    _mm512_storeu_ps(c + 16, hi);
+}
+
+/* Each run's sums go into a contiguous f32 tile that stays in L1, and C (rows a whole row of y
+ * apart, which map to the same L1 sets) is read and written once per call. */
+static TGT void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
+                           const float *unscale, int accumulate) {
+    float t[HMR * HNR] __attribute__((aligned(64)));
+    for (int k0 = 0; k0 < kc; k0 += TENSOR_HALF_KB) {
+        int ke = kc - k0 < TENSOR_HALF_KB ? kc : k0 + TENSOR_HALF_KB;
+        __m512 acc[HMR][2];
+#pragma GCC unroll 14
+        for (int i = 0; i < HMR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        for (int k = k0; k < ke; k++) {
+            __m512 b0 = _mm512_loadu_ps((const float *)(b + (size_t)k * HNR));
+            __m512 b1 = _mm512_loadu_ps((const float *)(b + (size_t)k * HNR + 32));
+            _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR + 32), _MM_HINT_T0);
+#pragma GCC unroll 14
+            for (int i = 0; i < HMR; i++) {
+                __m512 ai = _mm512_set1_ps(((const float *)a)[(size_t)k * HMR + i]);
+                __asm__("vfmadd231ph %2, %3, %0\n\tvfmadd231ph %2, %4, %1"
+                        : "+v"(acc[i][0]), "+v"(acc[i][1])
+                        : "v"(ai), "v"(b0), "v"(b1));
+            }
+        }
+        int add = k0 > 0;
+#pragma GCC unroll 14
+        for (int i = 0; i < HMR; i++) {
+            __m512 u = _mm512_set1_ps(unscale[i]);
+            flush_half(t + i * HNR, acc[i][0], u, add);
+            flush_half(t + i * HNR + 32, acc[i][1], u, add);
+        }
+    }
+    for (int i = 0; i < HMR; i++) {
+        float *ci = c + (size_t)i * ldc;
+#pragma GCC unroll 4
+        for (int j = 0; j < HNR; j += 16) {
+            __m512 v = _mm512_load_ps(t + i * HNR + j);
+            if (accumulate) v = _mm512_add_ps(v, _mm512_loadu_ps(ci + j));
+            _mm512_storeu_ps(ci + j, v);
+        }
+    }
+}
+
+/* 12 independent chains of f16 FMAs, 64 flops each. */
+static TGT double fma_loop_half(long iters) {
+    __m512 a[12];
+    __m512 m = _mm512_castsi512_ps(_mm512_set1_epi16(0x3bff)), c = _mm512_castsi512_ps(_mm512_set1_epi16(0x0001));
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; i++) a[i] = _mm512_castsi512_ps(_mm512_set1_epi16((short)(0x3c00 + i)));
+    for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) __asm__("vfmadd213ph %2, %1, %0" : "+v"(a[i]) : "v"(m), "v"(c));
+    }
+    __m512 s = a[0];
+#pragma GCC unroll 11
+    for (int i = 1; i < 12; i++) s = _mm512_or_ps(s, a[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return 64.0 * 12.0 * (double)iters;
+}
+
 /* Rows of B are prefetched this many rows ahead in gemv_nn. */
 #define NN_AHEAD 4
 
@@ -519,5 +661,11 @@ const tensor_kernels tensor_kernels_avx512 = {
     .rope = rope,
     .read_sum = read_sum,
     .fma_loop = fma_loop,
+    .hmr = HMR,
+    .hnr = HNR,
+    .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .pack_x_half = pack_x_half,
+    .micro_half = micro_half,
+    .fma_loop_half = fma_loop_half,
 };
 #endif

@@ -194,6 +194,59 @@ static void rope(float *x, const float *cs, const float *sn, int h) {
     }
 }
 
+/* ---- half-precision GEMM: the arithmetic of the AVX512-FP16 one, in C ---- */
+
+#define HMR 4
+#define HNR 16
+
+/* v rounded to the nearest f16 (ties to even; past 65504 to inf), as a double. */
+static double round_f16(double v) {
+    double a = fabs(v);
+    if (!(a < INFINITY) || a == 0) return v;
+    int e;
+    frexp(a, &e);                  /* a in [2^(e-1), 2^e): 11 significant bits step 2^(e-11) */
+    int q = e - 11 < -24 ? -24 : e - 11; /* below 2^-14 the step is the subnormals' 2^-24 */
+    double r = ldexp(nearbyint(ldexp(v, -q)), q);
+    return fabs(r) > 65504.0 ? copysign(INFINITY, v) : r;
+}
+
+static void pack_fmt_half(tensor_wfmt f, uint16_t *dst, const void *w, size_t ldw, int n, int kc) {
+    for (int k = 0; k < kc; k++)
+        for (int j = 0; j < HNR; j++)
+            dst[(size_t)k * HNR + j] = j < n ? llava_f32_to_f16(w_at(w, f, (size_t)j * ldw + (size_t)k)) : 0;
+}
+static void pack_f32_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_F32, d, w, ldw, n, kc); }
+static void pack_f16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_F16, d, w, ldw, n, kc); }
+static void pack_bf16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_BF16, d, w, ldw, n, kc); }
+
+static void pack_x_half(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc) {
+    for (int k = 0; k < kc; k++)
+        for (int i = 0; i < HMR; i++) {
+            uint32_t h = i < rows ? llava_f32_to_f16(x[(size_t)i * ldx + (size_t)k] * scale[i]) : 0;
+            dst[(size_t)k * HMR + i] = h | h << 16;
+        }
+}
+
+/* a·b of two f16 is exact in double and so, but for far-apart magnitudes, is the sum with h:
+ * rounding that once to f16 is the fused multiply-add of the instruction. */
+static void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
+                       const float *unscale, int accumulate) {
+    for (int i = 0; i < HMR; i++)
+        for (int j = 0; j < HNR; j++) {
+            float t = 0;
+            for (int k0 = 0; k0 < kc; k0 += TENSOR_HALF_KB) {
+                int ke = kc - k0 < TENSOR_HALF_KB ? kc : k0 + TENSOR_HALF_KB;
+                double h = 0;
+                for (int k = k0; k < ke; k++)
+                    h = round_f16((double)llava_f16_to_f32((uint16_t)a[(size_t)k * HMR + i]) *
+                                      (double)llava_f16_to_f32(b[(size_t)k * HNR + j]) + h);
+                t = k0 > 0 ? fmaf((float)h, unscale[i], t) : (float)h * unscale[i];
+            }
+            float *cij = c + (size_t)i * ldc + j;
+            *cij = accumulate ? *cij + t : t;
+        }
+}
+
 /* ---- machine probes ---- */
 
 static float read_sum(const float *x, size_t n) {
@@ -235,4 +288,9 @@ const tensor_kernels tensor_kernels_scalar = {
     .rope = rope,
     .read_sum = read_sum,
     .fma_loop = fma_loop,
+    .hmr = HMR,
+    .hnr = HNR,
+    .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .pack_x_half = pack_x_half,
+    .micro_half = micro_half,
 };

@@ -5,6 +5,7 @@
 #define LLAVA_TENSOR_KERNELS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "tensor/tensor.h"
 
@@ -15,6 +16,12 @@ typedef enum tensor_wfmt { TENSOR_WFMT_F32, TENSOR_WFMT_F16, TENSOR_WFMT_BF16, T
 /* The largest microkernel tile of any table (driver scratch is sized by it). */
 #define TENSOR_MR_MAX 16
 #define TENSOR_NR_MAX 32
+/* The same for the half-precision microkernels, and the K run each of their f16 sums covers:
+ * the bound tensor_matmul_half's scaling keeps every partial sum under assumes at most this many
+ * products per sum. */
+#define TENSOR_HMR_MAX 16
+#define TENSOR_HNR_MAX 64
+#define TENSOR_HALF_KB 64
 
 typedef struct tensor_kernels {
     tensor_isa isa;
@@ -44,6 +51,24 @@ typedef struct tensor_kernels {
      * matmul_nn with few rows: probabilities · V over the KV cache in decode, where B streams
      * from memory once, so it is read ahead by prefetch. */
     void (*gemv_nn)(float *y, const float *x, const float *b, size_t ldb, int n, int k);
+
+    /* Half-precision GEMM (tensor_matmul_half), where the table has one (hmr = 0: none). Each
+     * f16 value of x is stored twice in a 32-bit word, so that a 32-bit broadcast (a plain load)
+     * fills every f16 lane with it. Only called when the CPU has the instructions
+     * (tensor_half_available); the scalar table's versions compute the same bits in C. */
+    int hmr, hnr;
+    /* dst[k*hnr + j] = f16(W[j*ldw + k]) (nearest even), zero for j >= n (n <= hnr). */
+    void (*pack_w_half[TENSOR_WFMT_COUNT])(uint16_t *dst, const void *w, size_t ldw, int n, int kc);
+    /* dst[k*hmr + i] = f16(x[i*ldx + k] · scale[i]) in both halves, zero for i >= rows. */
+    void (*pack_x_half)(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc);
+    /* Over a full hmr × hnr tile, for each run of TENSOR_HALF_KB k (from 0):
+     *   h = 0 (f16); for k in the run: h = fma_f16(a[k*hmr + i], b[k*hnr + j], h)
+     *   t = fma_f32(f32(h), unscale[i], t)        (t = f32(h) · unscale[i] for the first run)
+     * then c[i*ldc + j] = accumulate ? c + t : t. fma_f16 rounds once to f16, as vfmadd231ph. */
+    void (*micro_half)(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
+                       const float *unscale, int accumulate);
+    /* A register-only loop of f16 FMAs: the flops done (the half path's peak, for bench). */
+    double (*fma_loop_half)(long iters);
 
     /* dst[i] = f32(src[i]). */
     void (*to_f32[TENSOR_WFMT_COUNT])(float *dst, const void *src, size_t n);
@@ -79,6 +104,12 @@ const tensor_kernels *tensor_kernels_for(tensor_isa isa);
  * current run; kept and reused by the pool until it is destroyed. NULL if it cannot be had
  * (the caller then allocates its own). */
 void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
+
+/* tensor_matmul_half through a given table (hmr > 0), whatever the CPU: tests compare tables
+ * with it (the scalar table runs anywhere). */
+void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
+                             const void *w, llava_dtype wtype, float w_absmax, const float *bias, int M,
+                             int N, int K);
 
 /* Weight format of a dtype, or -1 when the products do not read it. */
 int tensor_wfmt_of(llava_dtype t);

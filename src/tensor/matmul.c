@@ -2,6 +2,7 @@
  * ISA's kernels. Few rows of x (decode): each weight row is read once, straight from the mmap.
  * Many rows (prompt, image): a cache-blocked GEMM that converts each panel of W to f32 once and
  * reuses it for every row of x, with a register-blocked microkernel. */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ typedef struct mm_ctx {
     int fmt;        /* tensor_wfmt, or -1 for B [K, N] */
     size_t esize;   /* bytes per element of w */
     const float *bias;
+    const float *scale, *unscale; /* half-precision products: per row of x */
     int M, N, K;
     int item_n, item_m; /* columns and rows per work item */
     int items_n, items_m;
@@ -159,8 +161,8 @@ static void gemm_slice(void *ctx, int ith, int nth) {
 
 /* Splits N into items of whole tiles, a few per thread; when N alone gives too few items
  * (a narrow product with many rows) M is split too. */
-static void gemm_run(tensor_pool *pool, mm_ctx *c) {
-    int nth = tensor_pool_threads(pool), nr = c->k->nr, mr = c->k->mr;
+static void gemm_run(tensor_pool *pool, mm_ctx *c, void (*slice)(void *ctx, int ith, int nth), int mr, int nr) {
+    int nth = tensor_pool_threads(pool);
     int want = nth == 1 ? 1 : 4 * nth;
     int item_n = round_up((c->N + want - 1) / want, nr);
     if (item_n < MIN_ITEM_N) item_n = round_up(MIN_ITEM_N, nr);
@@ -176,8 +178,8 @@ static void gemm_run(tensor_pool *pool, mm_ctx *c) {
         c->items_m = (c->M + item_m - 1) / item_m;
     }
     atomic_init(&c->next, 0);
-    if (c->items_n * c->items_m == 1 || nth == 1) gemm_slice(c, 0, 1);
-    else tensor_pool_run(pool, gemm_slice, c);
+    if (c->items_n * c->items_m == 1 || nth == 1) slice(c, 0, 1);
+    else tensor_pool_run(pool, slice, c);
 }
 
 void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
@@ -206,7 +208,187 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
         tensor_pool_for(pool, c.items_n, gemv_item, &c);
         return;
     }
-    gemm_run(pool, &c);
+    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr);
+}
+
+/* ---- half-precision products ---- */
+
+/* The half GEMM's blocks: twice the K and N of the f32 one, as its panels take half the bytes
+ * and its microkernel twice the flops per cycle (so C and the x panels, re-read per block, cost
+ * twice as much per flop). The x panel is 14 × 512 words (28 KiB, L1), the W block 1024 × 512
+ * f16 (1 MiB, L2). */
+#define KC_HALF 512
+#define NC_HALF 1024
+
+typedef struct half_scratch {
+    uint32_t *ap; /* packed x panel: hmr × KC_HALF words */
+    uint16_t *bp; /* packed W block: NC_HALF × KC_HALF f16 */
+    float *ct;    /* one edge tile: hmr × hnr */
+} half_scratch;
+
+/* gemm_block's loops, on f16 panels; each row block's scales go with its panel. */
+static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int m1, int n0, int n1) {
+    const tensor_kernels *k = c->k;
+    const int mr = k->hmr, nr = k->hnr;
+    for (int nb = n0; nb < n1; nb += NC_HALF) {
+        int ne = nb + NC_HALF < n1 ? nb + NC_HALF : n1;
+        for (int kb = 0; kb < c->K; kb += KC_HALF) {
+            int kc = c->K - kb < KC_HALF ? c->K - kb : KC_HALF, acc = kb > 0;
+            for (int n = nb; n < ne; n += nr) {
+                int nt = ne - n < nr ? ne - n : nr;
+                k->pack_w_half[c->fmt](s->bp + (size_t)(n - nb) * KC_HALF,
+                                       (const char *)c->w + ((size_t)n * c->ldw + kb) * c->esize, c->ldw, nt, kc);
+            }
+            for (int mb = m0; mb < m1; mb += mr) {
+                int mt = m1 - mb < mr ? m1 - mb : mr;
+                k->pack_x_half(s->ap, c->x + (size_t)mb * c->ldx + kb, c->ldx, c->scale + mb, mt, kc);
+                float unscale[TENSOR_HMR_MAX];
+                for (int i = 0; i < mr; i++) unscale[i] = i < mt ? c->unscale[mb + i] : 0.0f;
+                for (int n = nb; n < ne; n += nr) {
+                    int nt = ne - n < nr ? ne - n : nr;
+                    const uint16_t *bt = s->bp + (size_t)(n - nb) * KC_HALF;
+                    float *yt = c->y + (size_t)mb * c->ldy + n;
+                    if (mt == mr && nt == nr) {
+                        k->micro_half(kc, s->ap, bt, yt, c->ldy, unscale, acc);
+                        continue;
+                    }
+                    for (int i = 0; i < mt; i++)
+                        if (acc) memcpy(s->ct + i * nr, yt + (size_t)i * c->ldy, (size_t)nt * sizeof(float));
+                    k->micro_half(kc, s->ap, bt, s->ct, (size_t)nr, unscale, acc);
+                    for (int i = 0; i < mt; i++)
+                        memcpy(yt + (size_t)i * c->ldy, s->ct + i * nr, (size_t)nt * sizeof(float));
+                }
+            }
+        }
+    }
+    add_bias(c, m0, m1, n0, n1);
+}
+
+static void gemm_slice_half(void *ctx, int ith, int nth) {
+    (void)nth;
+    mm_ctx *c = ctx;
+    size_t bytes_ap = (size_t)TENSOR_HMR_MAX * KC_HALF * sizeof(uint32_t), bytes_bp = (size_t)NC_HALF * KC_HALF * sizeof(uint16_t);
+    size_t bytes_ct = (size_t)TENSOR_HMR_MAX * TENSOR_HNR_MAX * sizeof(float);
+    char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes_ap + bytes_bp + bytes_ct) : NULL;
+    int owned = 0;
+    if (!mem) {
+        mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
+        owned = 1;
+    }
+    half_scratch s = {0};
+    if (mem) {
+        s.ap = (uint32_t *)mem;
+        s.bp = (uint16_t *)(mem + bytes_ap);
+        s.ct = (float *)(mem + bytes_ap + bytes_bp);
+        memset(s.ct, 0, bytes_ct);
+    }
+    int n_items = c->items_n * c->items_m;
+    for (;;) {
+        int item = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
+        if (item >= n_items) break;
+        int im = item / c->items_n, in = item % c->items_n;
+        int m0 = im * c->item_m, m1 = m0 + c->item_m < c->M ? m0 + c->item_m : c->M;
+        int n0 = in * c->item_n, n1 = n0 + c->item_n < c->N ? n0 + c->item_n : c->N;
+        if (mem) {
+            gemm_block_half(c, &s, m0, m1, n0, n1);
+        } else {
+            /* No scratch memory: the exact product of the same block (more precise, slower). */
+            const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
+            c->k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx,
+                               c->ldx, w, c->ldw, m1 - m0, n1 - n0, c->K);
+            add_bias(c, m0, m1, n0, n1);
+        }
+    }
+    if (owned) free(mem);
+}
+
+/* The largest |x·scale| any row may have: every f16 sum (TENSOR_HALF_KB products of at most
+ * that times w_absmax) stays within 2^14, and values stay well inside f16 (max 65504). */
+static float half_x_bound(float w_absmax) {
+    float cap = 32768.0f;
+    if (w_absmax > 0) {
+        float b = 16384.0f / ((float)TENSOR_HALF_KB * w_absmax);
+        if (b < cap) cap = b;
+    }
+    return cap;
+}
+
+void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
+                             const void *w, llava_dtype wtype, float w_absmax, const float *bias, int M,
+                             int N, int K) {
+    int fmt = tensor_wfmt_of(wtype);
+    /* Weights f16 cannot hold (or a maximum that is not a number) have no half-precision form. */
+    if (M <= 0 || N <= 0 || K <= 0 || fmt < 0 || k->hmr <= 0 || !(w_absmax <= 65504.0f)) {
+        tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
+        return;
+    }
+    float *scale = malloc(2 * (size_t)M * sizeof(float));
+    if (!scale) {
+        tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
+        return;
+    }
+    float *unscale = scale + M, cap = half_x_bound(w_absmax);
+    for (int m = 0; m < M; m++) {
+        /* max |x| as the largest magnitude bit pattern: the order of non-negative floats, and a
+         * loop the compiler vectorizes (a NaN compares above inf, and both mean "not finite") */
+        const uint32_t *xr = (const uint32_t *)(const void *)(x + (size_t)m * K);
+        uint32_t mb = 0;
+        for (int i = 0; i < K; i++) {
+            uint32_t v = xr[i] & 0x7fffffffu;
+            mb = v > mb ? v : mb;
+        }
+        float mx;
+        memcpy(&mx, &mb, sizeof mx);
+        /* The largest power of two with mx · 2^e <= cap; 1 for a zero row (or one whose maximum
+         * is not finite: the product then carries the inf or NaN as the exact one would). */
+        int e = 0;
+        if (mx > 0 && mx < INFINITY) {
+            frexpf(cap / mx, &e);
+            e -= 1;
+            e = e < -100 ? -100 : e > 100 ? 100 : e;
+        }
+        scale[m] = ldexpf(1.0f, e);
+        unscale[m] = ldexpf(1.0f, -e);
+    }
+    mm_ctx c = {.k = k, .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
+                .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
+                .bias = bias, .scale = scale, .unscale = unscale, .M = M, .N = N, .K = K};
+    gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr);
+    free(scale);
+}
+
+void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                        float w_absmax, const float *bias, int M, int N, int K) {
+    if (M < GEMM_MIN_M || !tensor_half_available()) {
+        tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
+        return;
+    }
+    tensor_matmul_half_with(tensor_kernels_active(), pool, y, x, w, wtype, w_absmax, bias, M, N, K);
+}
+
+/* On the magnitude bits: for every format, non-negative values order as their bit patterns, and
+ * patterns above infinity's are NaNs. A plain integer loop the compiler vectorizes. */
+float tensor_absmax(const void *w, llava_dtype t, size_t n) {
+    if (t == LLAVA_DTYPE_F32) {
+        const uint32_t *p = w;
+        uint32_t mb = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t v = p[i] & 0x7fffffffu;
+            mb = v > mb ? v : mb;
+        }
+        float f;
+        memcpy(&f, &mb, sizeof f);
+        return mb > 0x7f800000u ? NAN : f;
+    }
+    if (t != LLAVA_DTYPE_F16 && t != LLAVA_DTYPE_BF16) return NAN;
+    const uint16_t *p = w;
+    uint16_t mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t v = p[i] & 0x7fff;
+        mb = v > mb ? v : mb;
+    }
+    if (t == LLAVA_DTYPE_F16) return mb > 0x7c00 ? NAN : llava_f16_to_f32(mb);
+    return mb > 0x7f80 ? NAN : llava_bf16_to_f32(mb);
 }
 
 /* ---- y = x · B with B [K, N] f32 (attention) ---- */
@@ -236,7 +418,7 @@ void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int 
         tensor_pool_for(pool, c.items_n, nn_rows_item, &c);
         return;
     }
-    gemm_run(pool, &c);
+    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr);
 }
 
 int tensor_matmul_supports(llava_dtype t) { return tensor_wfmt_of(t) >= 0; }

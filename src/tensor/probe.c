@@ -73,7 +73,7 @@ double tensor_probe_read_bandwidth(tensor_pool *pool, size_t bytes, int reps) {
 }
 
 typedef struct fma_ctx {
-    const tensor_kernels *k;
+    double (*loop)(long iters);
     long iters;
     _Atomic double flops;
 } fma_ctx;
@@ -82,17 +82,17 @@ static void fma_slice(void *ctx_, int ith, int nth) {
     (void)ith;
     (void)nth;
     fma_ctx *c = ctx_;
-    double f = c->k->fma_loop(c->iters);
+    double f = c->loop(c->iters);
     double old = atomic_load(&c->flops);
     while (!atomic_compare_exchange_weak(&c->flops, &old, old + f)) {}
 }
 
-double tensor_probe_peak_flops_ex(tensor_pool *pool, double seconds, double *per_cpu) {
-    fma_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .iters = 1000};
+static double peak_of(double (*loop)(long), tensor_pool *pool, double seconds, double *per_cpu) {
+    fma_ctx c = {.loop = loop, .iters = 1000};
     /* Calibrate on the caller so that one pass takes about a tenth of the time asked for. */
     for (;;) {
         double t0 = now_s();
-        c.k->fma_loop(c.iters);
+        c.loop(c.iters);
         double dt = now_s() - t0;
         if (dt > seconds / 10 || c.iters > (1L << 40)) break;
         c.iters *= 2;
@@ -109,6 +109,15 @@ double tensor_probe_peak_flops_ex(tensor_pool *pool, double seconds, double *per
     } while (now_s() < t_end);
     if (per_cpu) *per_cpu = best_cpu;
     return best;
+}
+
+double tensor_probe_peak_flops_ex(tensor_pool *pool, double seconds, double *per_cpu) {
+    return peak_of(tensor_kernels_for(tensor_isa_detect())->fma_loop, pool, seconds, per_cpu);
+}
+
+double tensor_half_probe_peak_flops(tensor_pool *pool, double seconds) {
+    if (!tensor_half_available()) return 0;
+    return peak_of(tensor_kernels_active()->fma_loop_half, pool, seconds, NULL);
 }
 
 double tensor_probe_peak_flops(tensor_pool *pool, double seconds) {

@@ -71,6 +71,28 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
                            int hd, float scale, int pos0, int window, float *scratch);
 size_t tensor_attention_scratch_floats(int n_keys, int hd);
 
+/* ---- half-precision products (an explicit option; never the default) ---- */
+
+/* y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N]) with IEEE half-precision multiply-adds, which AVX512-FP16
+ * runs at twice the f32 rate: W rounded to f16 (exact for F16 weights), each row of x scaled by a
+ * power of two and rounded to f16, products summed in f16 over runs of 32 k, the runs summed in
+ * f32 and the row's scale undone (exactly). The scale is the largest power of two that keeps
+ * |x·scale| <= min(2^15, 2^14 / (32 · w_absmax)), so no f16 sum can exceed 2^14 (f16 overflows
+ * past 65504) and small values keep as many bits as the bound allows. Relative error of a dot
+ * product about 1e-3 (f16's 11-bit significand), against the exact path's 1e-7.
+ * w_absmax: max |W| (tensor_absmax). Falls back to tensor_matmul (exact) when the CPU has no
+ * AVX512-FP16 (or the active path is below AVX-512), for M < 24 (few rows are memory-bound: no
+ * gain), and when w_absmax is not finite or W does not fit f16. pool may be NULL. */
+void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                        float w_absmax, const float *bias, int M, int N, int K);
+/* 1 if tensor_matmul_half computes in half precision here (AVX512-FP16, within tensor_isa_active). */
+int tensor_half_available(void);
+/* max |w[i]| over n values of an F32, F16 or BF16 array (NaN if any is NaN, inf if any is inf). */
+float tensor_absmax(const void *w, llava_dtype t, size_t n);
+/* Peak f16 FMA rate in flop/s on every thread of pool (as tensor_probe_peak_flops), or 0 when
+ * tensor_half_available() is 0. The bound half-precision products are judged against. */
+double tensor_half_probe_peak_flops(tensor_pool *pool, double seconds);
+
 /* ---- element-wise and row kernels (in place unless noted; n = row length) ---- */
 
 /* y = (x - mean) / sqrt(var + eps) * w + b over rows of n; rows independent. */

@@ -1,0 +1,58 @@
+/* Half-precision products against the exact ones on the vision tower's shapes (577 rows of x,
+ * F16 weights), alternated in one process, best of 5 each, beside the f32 and f16 FMA peaks of
+ * the same threads: `build/bench/half_products [THREADS]`. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "tensor/tensor.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    int threads = argc > 1 ? atoi(argv[1]) : 2;
+    tensor_pool *pool = tensor_pool_create(threads);
+    if (!pool) return 1;
+    if (!tensor_half_available()) {
+        printf("no AVX512-FP16 on this CPU (or below the AVX-512 path): tensor_matmul_half is the exact product\n");
+        tensor_pool_destroy(pool);
+        return 0;
+    }
+    double peak32 = tensor_probe_peak_flops(pool, 0.5), peak16 = tensor_half_probe_peak_flops(pool, 0.5);
+    printf("threads %d: f32 FMA peak %.0f GFLOP/s, f16 FMA peak %.0f GFLOP/s\n", threads, peak32 * 1e-9, peak16 * 1e-9);
+    static const int shapes[][3] = {{577, 1024, 1024}, {577, 4096, 1024}, {577, 1024, 4096}, {576, 4096, 1024}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        float *x = malloc(sizeof(float) * (size_t)M * K), *y = malloc(sizeof(float) * (size_t)M * N);
+        uint16_t *w = malloc(sizeof(uint16_t) * (size_t)N * K);
+        if (!x || !y || !w) return 1;
+        unsigned s = 1;
+        for (size_t i = 0; i < (size_t)M * K; i++) x[i] = (float)((s = s * 1103515245u + 12345u) >> 9) / 8388608.0f - 1.0f;
+        for (size_t i = 0; i < (size_t)N * K; i++)
+            w[i] = llava_f32_to_f16(0.02f * ((float)((s = s * 1103515245u + 12345u) >> 9) / 8388608.0f - 1.0f));
+        float absmax = tensor_absmax(w, LLAVA_DTYPE_F16, (size_t)N * K);
+        double best[2] = {1e9, 1e9};
+        for (int rep = 0; rep < 5; rep++)
+            for (int half = 0; half < 2; half++) {
+                double t0 = now_s();
+                if (half) tensor_matmul_half(pool, y, x, w, LLAVA_DTYPE_F16, absmax, NULL, M, N, K);
+                else tensor_matmul(pool, y, x, w, LLAVA_DTYPE_F16, NULL, M, N, K);
+                double dt = now_s() - t0;
+                if (dt < best[half]) best[half] = dt;
+            }
+        double flop = 2.0 * M * N * K;
+        printf("%4d x %4d x %4d: exact %6.2f ms (%3.0f GFLOP/s, %2.0f %% of f32 peak)  half %6.2f ms (%3.0f GFLOP/s, "
+               "%2.0f %% of f16 peak)  %.2fx\n",
+               M, N, K, best[0] * 1e3, flop / best[0] * 1e-9, 100 * flop / best[0] / peak32, best[1] * 1e3,
+               flop / best[1] * 1e-9, 100 * flop / best[1] / peak16, best[0] / best[1]);
+        free(x);
+        free(y);
+        free(w);
+    }
+    tensor_pool_destroy(pool);
+    return 0;
+}
