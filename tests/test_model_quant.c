@@ -15,6 +15,7 @@
 
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "tensor/tensor.h"
 
 static const st_tensor *ref_tensor(const st_file *f, const char *name) {
     for (size_t i = 0; i < st_file_count(f); i++)
@@ -59,12 +60,13 @@ static void outputs_free(outputs *o) {
 }
 
 /* Loads dir with the given quantization, runs the reference's inputs, fills o. */
-static void run_model(const char *dir, llava_quant q, const st_file *ref, outputs *o) {
+static void run_model(const char *dir, llava_quant q, unsigned half, const st_file *ref, outputs *o) {
     llava_error err;
     llava_model_options opt;
     llava_model_options_default(&opt);
     opt.n_threads = 2;
     opt.quant = q;
+    opt.half_parts = half;
     llava_model *m = NULL;
     if (llava_model_load(dir, &opt, &m, &err) != LLAVA_OK) fail_msg("%s", err.message);
     llava_model_info info;
@@ -118,7 +120,7 @@ static void run_fixture(const char *name) {
     static const double bound[2] = {0.05, 0.5};
     for (int qi = 0; qi < 2; qi++) {
         outputs o = {0};
-        run_model(dir, quants[qi], ref, &o);
+        run_model(dir, quants[qi], 0, ref, &o);
         double e_vf = rel_error(o.vf, ref_tensor(ref, "vision.features")->data, o.n_vf);
         double e_imf = rel_error(o.imf, ref_tensor(ref, "image_features")->data, o.n_imf);
         double e_log = rel_error(o.logits, ref_tensor(ref, "last_logits")->data, o.n_logits);
@@ -143,20 +145,41 @@ static void run_fixture(const char *name) {
                      bin, dir, out, names[qi]);
             assert_int_equal(system(cmd), 0);
             outputs f = {0};
-            run_model(out, LLAVA_QUANT_NONE, ref, &f);
+            run_model(out, LLAVA_QUANT_NONE, 0, ref, &f);
             assert_memory_equal(f.logits, o.logits, o.n_logits * sizeof(float));
             assert_memory_equal(f.imf, o.imf, o.n_imf * sizeof(float));
             assert_int_equal(f.gen.n, o.gen.n);
             assert_memory_equal(f.gen.ids, o.gen.ids, (size_t)o.gen.n * sizeof(int32_t));
             /* asking for a format again on a quantized checkpoint changes nothing */
             outputs g = {0};
-            run_model(out, quants[qi], ref, &g);
+            run_model(out, quants[qi], 0, ref, &g);
             assert_memory_equal(g.logits, o.logits, o.n_logits * sizeof(float));
             outputs_free(&g);
             outputs_free(&f);
             snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
             assert_int_equal(system(cmd), 0);
         }
+        outputs_free(&o);
+    }
+
+    /* Half-precision products (where the CPU has them; elsewhere the exact path, error ~1e-6):
+     * the vision tower and projector, then every part. f16's 11-bit significand gives ~1e-3;
+     * a wrong scale or layout gives ~1. */
+    static const unsigned halves[2] = {LLAVA_PART_VISION | LLAVA_PART_PROJECTOR, 0xf};
+    static const char *half_names[2] = {"half vision,projector", "half all"};
+    for (int hi = 0; hi < 2; hi++) {
+        outputs o = {0};
+        run_model(dir, LLAVA_QUANT_NONE, halves[hi], ref, &o);
+        double e_vf = rel_error(o.vf, ref_tensor(ref, "vision.features")->data, o.n_vf);
+        double e_imf = rel_error(o.imf, ref_tensor(ref, "image_features")->data, o.n_imf);
+        double e_log = rel_error(o.logits, ref_tensor(ref, "last_logits")->data, o.n_logits);
+        int same = 0;
+        for (int i = 0; i < o.gen.n && i < gen->numel; i++) same += o.gen.ids[i] == ((const int64_t *)gen->data)[i];
+        print_message("%-16s %s (%s): vision.features rel %.3g, image_features rel %.3g, last_logits rel %.3g, "
+                      "greedy %d/%d tokens as the reference\n",
+                      name, half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here", e_vf,
+                      e_imf, e_log, same, (int)gen->numel);
+        assert_true(e_vf < 1e-2 && e_imf < 1e-2 && e_log < 1e-2);
         outputs_free(&o);
     }
     st_file_close(ref);

@@ -301,24 +301,20 @@ static TGT void pack_bf16_half(uint16_t *dst, const void *w, size_t ldw, int n, 
     pack_fmt_half(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
 }
 
-/* 14 rows × 16 k at a time as pack_x does it: scaled, padded to 16 rows, transposed; each
- * column (one k) rounded to f16, each f16 widened to a word holding it twice, 14 words stored. */
-static TGT void pack_x_half(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc) {
-    for (int k = 0; k < kc; k += 16) {
-        __mmask16 mk = (__mmask16)(kc - k >= 16 ? 0xffff : (1u << (kc - k)) - 1);
-        __m512 r[16];
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++)
-            r[i] = i < rows ? _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, x + (size_t)i * ldx + k), _mm512_set1_ps(scale[i]))
-                            : _mm512_setzero_ps();
-        transpose16(r);
-        int n = kc - k < 16 ? kc - k : 16;
-        for (int t = 0; t < n; t++) {
-            __m512i h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(r[t], NEAREST));
-            _mm512_mask_storeu_epi32(dst + (size_t)(k + t) * HMR, (__mmask16)0x3fff,
-                                     _mm512_or_si512(h, _mm512_slli_epi32(h, 16)));
-        }
+static TGT void to_half_words(uint32_t *dst, const float *x, float scale, size_t n) {
+    __m512 s = _mm512_set1_ps(scale);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffff : (1u << (n - i)) - 1);
+        __m512i h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), s), NEAREST));
+        _mm512_mask_storeu_epi32(dst + i, m, _mm512_or_si512(h, _mm512_slli_epi32(h, 16)));
     }
+}
+
+/* The words move as pack_x moves floats (bit for bit: loads, shuffles, stores), and the two
+ * panels have the same height. */
+_Static_assert(HMR == MR, "the half x panel is packed by pack_x");
+static TGT void pack_x_half(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc) {
+    pack_x((float *)(void *)dst, (const float *)(const void *)xw, ldx, rows, kc);
 }
 
 /* f16 lanes of v (32) as two f32 registers, times u, into c[0..31]. */
@@ -664,6 +660,7 @@ const tensor_kernels tensor_kernels_avx512 = {
     .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .to_half_words = to_half_words,
     .pack_x_half = pack_x_half,
     .micro_half = micro_half,
     .fma_loop_half = fma_loop_half,

@@ -219,12 +219,16 @@ static void pack_f32_half(uint16_t *d, const void *w, size_t ldw, int n, int kc)
 static void pack_f16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_F16, d, w, ldw, n, kc); }
 static void pack_bf16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_BF16, d, w, ldw, n, kc); }
 
-static void pack_x_half(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc) {
+static void to_half_words(uint32_t *dst, const float *x, float scale, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t h = llava_f32_to_f16(x[i] * scale);
+        dst[i] = h | h << 16;
+    }
+}
+
+static void pack_x_half(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc) {
     for (int k = 0; k < kc; k++)
-        for (int i = 0; i < HMR; i++) {
-            uint32_t h = i < rows ? llava_f32_to_f16(x[(size_t)i * ldx + (size_t)k] * scale[i]) : 0;
-            dst[(size_t)k * HMR + i] = h | h << 16;
-        }
+        for (int i = 0; i < HMR; i++) dst[(size_t)k * HMR + i] = i < rows ? xw[(size_t)i * ldx + (size_t)k] : 0;
 }
 
 /* a·b of two f16 is exact in double and so, but for far-apart magnitudes, is the sum with h:
@@ -291,6 +295,7 @@ const tensor_kernels tensor_kernels_scalar = {
     .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .to_half_words = to_half_words,
     .pack_x_half = pack_x_half,
     .micro_half = micro_half,
 };

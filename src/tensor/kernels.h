@@ -59,8 +59,11 @@ typedef struct tensor_kernels {
     int hmr, hnr;
     /* dst[k*hnr + j] = f16(W[j*ldw + k]) (nearest even), zero for j >= n (n <= hnr). */
     void (*pack_w_half[TENSOR_WFMT_COUNT])(uint16_t *dst, const void *w, size_t ldw, int n, int kc);
-    /* dst[k*hmr + i] = f16(x[i*ldx + k] · scale[i]) in both halves, zero for i >= rows. */
-    void (*pack_x_half)(uint32_t *dst, const float *x, size_t ldx, const float *scale, int rows, int kc);
+    /* dst[i] = f16(x[i] · scale) (nearest even) in both halves of the word, i < n: a row of x
+     * in the words the x panels are made of (converted once per product, not once per panel). */
+    void (*to_half_words)(uint32_t *dst, const float *x, float scale, size_t n);
+    /* dst[k*hmr + i] = xw[i*ldx + k], zero for i >= rows: the x panel, of such words. */
+    void (*pack_x_half)(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc);
     /* Over a full hmr × hnr tile, for each run of TENSOR_HALF_KB k (from 0):
      *   h = 0 (f16); for k in the run: h = fma_f16(a[k*hmr + i], b[k*hnr + j], h)
      *   t = fma_f32(f32(h), unscale[i], t)        (t = f32(h) · unscale[i] for the first run)

@@ -35,7 +35,8 @@ typedef struct mm_ctx {
     int fmt;        /* tensor_wfmt, or -1 for B [K, N] */
     size_t esize;   /* bytes per element of w */
     const float *bias;
-    const float *scale, *unscale; /* half-precision products: per row of x */
+    const uint32_t *xw;           /* half-precision products: x as f16 words (to_half_words) */
+    const float *unscale;         /* and the factor undoing each row's scale */
     int M, N, K;
     int item_n, item_m; /* columns and rows per work item */
     int items_n, items_m;
@@ -241,7 +242,7 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
             }
             for (int mb = m0; mb < m1; mb += mr) {
                 int mt = m1 - mb < mr ? m1 - mb : mr;
-                k->pack_x_half(s->ap, c->x + (size_t)mb * c->ldx + kb, c->ldx, c->scale + mb, mt, kc);
+                k->pack_x_half(s->ap, c->xw + (size_t)mb * c->ldx + kb, c->ldx, mt, kc);
                 float unscale[TENSOR_HMR_MAX];
                 for (int i = 0; i < mr; i++) unscale[i] = i < mt ? c->unscale[mb + i] : 0.0f;
                 for (int n = nb; n < ne; n += nr) {
@@ -313,6 +314,46 @@ static float half_x_bound(float w_absmax) {
     return cap;
 }
 
+typedef struct half_rows_ctx {
+    const tensor_kernels *k;
+    const float *x;
+    uint32_t *xw;
+    float *unscale;
+    int M, K;
+    float cap;
+} half_rows_ctx;
+
+/* HALF_ROWS rows of x: each scaled by the largest power of two that keeps its max |x| within
+ * cap, and converted to f16 words. */
+#define HALF_ROWS 16
+static void half_rows_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const half_rows_ctx *h = ctx;
+    int m1 = (item + 1) * HALF_ROWS < h->M ? (item + 1) * HALF_ROWS : h->M;
+    for (int m = item * HALF_ROWS; m < m1; m++) {
+        /* max |x| as the largest magnitude bit pattern: the order of non-negative floats, and a
+         * loop the compiler vectorizes (a NaN compares above inf, and both mean "not finite") */
+        const uint32_t *xr = (const uint32_t *)(const void *)(h->x + (size_t)m * h->K);
+        uint32_t mb = 0;
+        for (int i = 0; i < h->K; i++) {
+            uint32_t v = xr[i] & 0x7fffffffu;
+            mb = v > mb ? v : mb;
+        }
+        float mx;
+        memcpy(&mx, &mb, sizeof mx);
+        /* 1 for a zero row, or one whose maximum is not finite: the product then carries the inf
+         * or NaN as the exact one would */
+        int e = 0;
+        if (mx > 0 && mx < INFINITY) {
+            frexpf(h->cap / mx, &e);
+            e -= 1;
+            e = e < -100 ? -100 : e > 100 ? 100 : e;
+        }
+        h->unscale[m] = ldexpf(1.0f, -e);
+        h->k->to_half_words(h->xw + (size_t)m * h->K, h->x + (size_t)m * h->K, ldexpf(1.0f, e), (size_t)h->K);
+    }
+}
+
 void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
                              const void *w, llava_dtype wtype, float w_absmax, const float *bias, int M,
                              int N, int K) {
@@ -322,39 +363,22 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
-    float *scale = malloc(2 * (size_t)M * sizeof(float));
-    if (!scale) {
+    uint32_t *xw = malloc((size_t)M * (size_t)K * sizeof *xw);
+    float *unscale = malloc((size_t)M * sizeof *unscale);
+    if (!xw || !unscale) {
+        free(xw);
+        free(unscale);
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
-    float *unscale = scale + M, cap = half_x_bound(w_absmax);
-    for (int m = 0; m < M; m++) {
-        /* max |x| as the largest magnitude bit pattern: the order of non-negative floats, and a
-         * loop the compiler vectorizes (a NaN compares above inf, and both mean "not finite") */
-        const uint32_t *xr = (const uint32_t *)(const void *)(x + (size_t)m * K);
-        uint32_t mb = 0;
-        for (int i = 0; i < K; i++) {
-            uint32_t v = xr[i] & 0x7fffffffu;
-            mb = v > mb ? v : mb;
-        }
-        float mx;
-        memcpy(&mx, &mb, sizeof mx);
-        /* The largest power of two with mx · 2^e <= cap; 1 for a zero row (or one whose maximum
-         * is not finite: the product then carries the inf or NaN as the exact one would). */
-        int e = 0;
-        if (mx > 0 && mx < INFINITY) {
-            frexpf(cap / mx, &e);
-            e -= 1;
-            e = e < -100 ? -100 : e > 100 ? 100 : e;
-        }
-        scale[m] = ldexpf(1.0f, e);
-        unscale[m] = ldexpf(1.0f, -e);
-    }
+    half_rows_ctx h = {.k = k, .x = x, .xw = xw, .unscale = unscale, .M = M, .K = K, .cap = half_x_bound(w_absmax)};
+    tensor_pool_for(pool, (M + HALF_ROWS - 1) / HALF_ROWS, half_rows_item, &h);
     mm_ctx c = {.k = k, .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
                 .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
-                .bias = bias, .scale = scale, .unscale = unscale, .M = M, .N = N, .K = K};
+                .bias = bias, .xw = xw, .unscale = unscale, .M = M, .N = N, .K = K};
     gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr);
-    free(scale);
+    free(xw);
+    free(unscale);
 }
 
 void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
