@@ -162,11 +162,12 @@ static void gemm_slice(void *ctx, int ith, int nth) {
 
 /* Splits N into items of whole tiles, a few per thread; when N alone gives too few items
  * (a narrow product with many rows) M is split too. */
-static void gemm_run(tensor_pool *pool, mm_ctx *c, void (*slice)(void *ctx, int ith, int nth), int mr, int nr) {
+static void gemm_run(tensor_pool *pool, mm_ctx *c, void (*slice)(void *ctx, int ith, int nth), int mr, int nr,
+                     int min_item_n) {
     int nth = tensor_pool_threads(pool);
     int want = nth == 1 ? 1 : 4 * nth;
     int item_n = round_up((c->N + want - 1) / want, nr);
-    if (item_n < MIN_ITEM_N) item_n = round_up(MIN_ITEM_N, nr);
+    if (item_n < min_item_n) item_n = round_up(min_item_n, nr);
     c->item_n = item_n;
     c->items_n = (c->N + item_n - 1) / item_n;
     c->item_m = c->M;
@@ -209,7 +210,7 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
         tensor_pool_for(pool, c.items_n, gemv_item, &c);
         return;
     }
-    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr);
+    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr, MIN_ITEM_N);
 }
 
 /* ---- half-precision products ---- */
@@ -376,7 +377,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
     mm_ctx c = {.k = k, .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
                 .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
                 .bias = bias, .xw = xw, .unscale = unscale, .M = M, .N = N, .K = K};
-    gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr);
+    gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr, MIN_ITEM_N);
     free(xw);
     free(unscale);
 }
@@ -442,7 +443,7 @@ void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int 
         tensor_pool_for(pool, c.items_n, nn_rows_item, &c);
         return;
     }
-    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr);
+    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr, MIN_ITEM_N);
 }
 
 int tensor_matmul_supports(llava_dtype t) { return tensor_wfmt_of(t) >= 0; }
