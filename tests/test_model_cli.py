@@ -88,6 +88,12 @@ def check_case(name, prompt, raw, tmp):
     r = llava("run", "-m", model, "-i", image_of(case), "-p", prompt, "-n", "16", "-t", "2", *extra)
     assert r.returncode == 0 and r.stdout == info["generated_text"] + "\n", f"{name}: {r.stdout!r}"
     assert "tokens/s" in r.stderr
+    # half-precision products (f16 where the CPU has AVX512-FP16, else exact): ~1e-3 relative error
+    # on these models, which keeps their 16 greedy tokens (tests/test_model_quant.c measures it)
+    r = llava("run", "-m", model, "-i", image_of(case), "-p", prompt, "-n", "16", "--json", "-t", "2",
+              "--half", "all", *extra)
+    assert r.returncode == 0, f"{name}: run --half failed: {r.stderr}"
+    assert json.loads(r.stdout)["token_ids"] == info["generated_ids"], f"{name}: --half all tokens"
 
 
 def expect_failure(args, *needles):
@@ -116,6 +122,8 @@ def check_bad_requests(tmp):
     expect_failure(["run", "-m", "/nonexistent/model", "-i", image, "-p", "What?"], "/nonexistent/model")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--top-p", "2"], "--top-p")
     expect_failure(["dump", "-m", model, "-i", image, "-p", "What?"], "-o")
+    expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "vision,"], "--half", "vision,")
+    expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "decoder"], "--half", "decoder")
 
 
 def check_default_model():

@@ -101,6 +101,10 @@ static void cancel_queued_locked(llava_engine *e, eng_request *r) {
 
 /* ---- open and free ---- */
 
+_Static_assert((int)LLAVA_HALF_VISION == (int)LLAVA_PART_VISION && (int)LLAVA_HALF_PROJECTOR == (int)LLAVA_PART_PROJECTOR &&
+                   (int)LLAVA_HALF_TEXT == (int)LLAVA_PART_TEXT && (int)LLAVA_HALF_LM_HEAD == (int)LLAVA_PART_LM_HEAD,
+               "the public part bits are the model's");
+
 static llava_status check_config(const llava_engine_config *c, llava_error *err) {
     if (!c->model_dir || !c->model_dir[0])
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.model_dir: not set");
@@ -113,6 +117,9 @@ static llava_status check_config(const llava_engine_config *c, llava_error *err)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
                                "config.queue_capacity: %d (at most %d)", c->queue_capacity,
                                MAX_QUEUE_CAPACITY);
+    if (c->half_parts & ~(unsigned)(LLAVA_HALF_VISION | LLAVA_HALF_PROJECTOR | LLAVA_HALF_TEXT | LLAVA_HALF_LM_HEAD))
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.half_parts: 0x%x names no part",
+                               c->half_parts);
     if (c->prep_threads > MAX_POOL)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
                                "config.prep_threads: %d (1 or 2)", c->prep_threads);
@@ -162,6 +169,7 @@ llava_status llava_engine_open(const llava_engine_config *cfg, llava_engine **ou
     e->mopt.n_threads = cfg->n_threads;
     e->mopt.n_ctx = cfg->n_ctx;
     e->mopt.prefill_chunk = cfg->prefill_chunk;
+    e->mopt.half_parts = cfg->half_parts;
     e->n_slots = e->capacity + 1; /* the waiting ones and the running one */
     e->model_dir = strdup(cfg->model_dir);
     e->slots = calloc(e->n_slots, sizeof *e->slots);
