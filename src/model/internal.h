@@ -18,6 +18,7 @@ typedef struct llava_matrix {
     int quant;          /* 1 + tensor_qtype when data holds quantized blocks; 0: type */
     int half;           /* products with many rows in half precision (options.half_parts) */
     float absmax;       /* max |W| when half (tensor_matmul_half's overflow bound) */
+    const uint16_t *panels; /* when half: W's f16 panels made at load (tensor_half_pack), or NULL */
 } llava_matrix;
 
 typedef struct clip_layer {
@@ -74,8 +75,8 @@ struct llava_model {
     float *small;                              /* every f32 copy above, one allocation */
     int vision_layers_run;                     /* encoder layers up to the selected one */
     int image_tokens;                          /* positions per image (N, or N + 1 for "full") */
-    void **quant_bufs;                         /* matrices quantized at load, one block each */
-    int n_quant_bufs;
+    void **weight_bufs;                        /* matrices made at load (quantized, f16 panels) */
+    int n_weight_bufs;
 };
 
 /* ---- loading (weights.c) ---- */
@@ -185,6 +186,8 @@ static inline void llava_linear(tensor_pool *pool, float *y, const float *x, con
                                 const float *bias, int M) {
     if (w->quant)
         tensor_matmul_q(pool, y, x, w->data, (tensor_qtype)(w->quant - 1), bias, M, w->rows, w->cols);
+    else if (w->half && w->panels)
+        tensor_matmul_half_packed(pool, y, x, w->data, w->type, w->panels, w->absmax, bias, M, w->rows, w->cols);
     else if (w->half)
         tensor_matmul_half(pool, y, x, w->data, w->type, w->absmax, bias, M, w->rows, w->cols);
     else

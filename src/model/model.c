@@ -156,8 +156,8 @@ void llava_model_free(llava_model *m) {
     free(m->small);
     free(m->clip.layers);
     free(m->dec.layers);
-    for (int i = 0; i < m->n_quant_bufs; i++) free(m->quant_bufs[i]);
-    free(m->quant_bufs);
+    for (int i = 0; i < m->n_weight_bufs; i++) free(m->weight_bufs[i]);
+    free(m->weight_bufs);
     free(m);
 }
 

@@ -247,30 +247,41 @@ llava_status llava_weights_bind(llava_model *m, llava_error *err) {
 
 /* ---- quantization at load ---- */
 
-/* Quantizes *w in place of its binding (a new block owned by the model) unless it is already
- * quantized or its shape does not take blocks. The source pages are then dropped from this
- * process (they are file pages of a read-only private mapping, re-read on demand), so peak
- * memory stays near the quantized size instead of source + quantized. */
-static llava_status quantize_one(llava_model *m, llava_matrix *w, tensor_qtype qt, llava_error *err) {
-    if (w->quant || !tensor_quant_shape_ok(w->rows, w->cols)) return LLAVA_OK;
-    size_t bytes = tensor_quant_bytes(qt, w->rows, w->cols);
+/* A buffer of bytes the model owns (freed with it), or NULL. */
+static void *model_buffer(llava_model *m, size_t bytes) {
     void *buf = malloc(bytes);
-    void **list = realloc(m->quant_bufs, (size_t)(m->n_quant_bufs + 1) * sizeof *list);
+    void **list = realloc(m->weight_bufs, (size_t)(m->n_weight_bufs + 1) * sizeof *list);
+    if (list) m->weight_bufs = list;
     if (!buf || !list) {
         free(buf);
-        if (list) m->quant_bufs = list;
-        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory quantizing a [%d, %d] matrix",
-                               m->dir, w->rows, w->cols);
+        return NULL;
     }
-    m->quant_bufs = list;
-    m->quant_bufs[m->n_quant_bufs++] = buf;
-    if (tensor_quantize(m->pool, buf, qt, w->data, w->type, w->rows, w->cols) != 0)
-        return llava_error_set(err, LLAVA_ERR_INTERNAL, "quantizing a [%d, %d] %s matrix failed", w->rows,
-                               w->cols, llava_dtype_name(w->type));
+    m->weight_bufs[m->n_weight_bufs++] = buf;
+    return buf;
+}
+
+/* Drops w's source pages from this process once a copy made at load replaces them: they are
+ * file pages of a read-only private mapping, re-read on demand, so peak memory stays near the
+ * copy's size instead of source + copy. */
+static void drop_source(const llava_matrix *w) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
     uintptr_t hi = ((uintptr_t)w->data + (size_t)w->rows * w->cols * llava_dtype_size(w->type)) / page * page;
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
+/* Quantizes *w in place of its binding (a new block owned by the model) unless it is already
+ * quantized or its shape does not take blocks. */
+static llava_status quantize_one(llava_model *m, llava_matrix *w, tensor_qtype qt, llava_error *err) {
+    if (w->quant || !tensor_quant_shape_ok(w->rows, w->cols)) return LLAVA_OK;
+    void *buf = model_buffer(m, tensor_quant_bytes(qt, w->rows, w->cols));
+    if (!buf)
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory quantizing a [%d, %d] matrix",
+                               m->dir, w->rows, w->cols);
+    if (tensor_quantize(m->pool, buf, qt, w->data, w->type, w->rows, w->cols) != 0)
+        return llava_error_set(err, LLAVA_ERR_INTERNAL, "quantizing a [%d, %d] %s matrix failed", w->rows,
+                               w->cols, llava_dtype_name(w->type));
+    drop_source(w);
     *w = (llava_matrix){.data = buf, .type = LLAVA_DTYPE_U8, .rows = w->rows, .cols = w->cols, .quant = 1 + (int)qt};
     return LLAVA_OK;
 }
@@ -335,6 +346,9 @@ static void absmax_item(void *ctx, int item, int ith) {
     w->absmax = tensor_absmax(w->data, w->type, (size_t)w->rows * (size_t)w->cols);
 }
 
+/* The tower's and projector's matrices get their f16 panels made once here (every image uses
+ * them with 577 rows; the source pages are dropped). The text model's keep being packed per
+ * product: decode reads them as stored, one row at a time. */
 llava_status llava_weights_half(llava_model *m, llava_error *err) {
     if (!m->opt.half_parts || !tensor_half_available()) return LLAVA_OK;
     int n;
@@ -345,7 +359,31 @@ llava_status llava_weights_half(llava_model *m, llava_error *err) {
     for (int i = 0; i < n; i++)
         if (!list[i]->quant) list[k++] = list[i];
     tensor_pool_for(m->pool, k, absmax_item, list);
-    for (int i = 0; i < k; i++) list[i]->half = 1;
+    free(list);
+    list = part_list(m, m->opt.half_parts & (LLAVA_PART_VISION | LLAVA_PART_PROJECTOR), &n);
+    if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
+    llava_status st = LLAVA_OK;
+    for (int i = 0; i < n && st == LLAVA_OK; i++) {
+        llava_matrix *w = list[i];
+        if (w->quant || !(w->absmax <= 65504.0f)) continue; /* no f16 form: stays exact */
+        uint16_t *panels = model_buffer(m, tensor_half_packed_bytes(w->rows, w->cols));
+        if (!panels)
+            st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory for the f16 panels of a [%d, %d] matrix",
+                                 m->dir, w->rows, w->cols);
+        else if (tensor_half_pack(m->pool, panels, w->data, w->type, w->rows, w->cols) != 0)
+            st = llava_error_set(err, LLAVA_ERR_INTERNAL, "packing a [%d, %d] %s matrix failed", w->rows, w->cols,
+                                 llava_dtype_name(w->type));
+        else {
+            w->panels = panels;
+            drop_source(w);
+        }
+    }
+    free(list);
+    if (st != LLAVA_OK) return st;
+    list = part_list(m, m->opt.half_parts, &n);
+    if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
+    for (int i = 0; i < n; i++)
+        if (!list[i]->quant) list[i]->half = 1;
     free(list);
     return LLAVA_OK;
 }

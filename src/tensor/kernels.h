@@ -109,10 +109,15 @@ const tensor_kernels *tensor_kernels_for(tensor_isa isa);
 void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
 
 /* tensor_matmul_half through a given table (hmr > 0), whatever the CPU: tests compare tables
- * with it (the scalar table runs anywhere). */
+ * with it (the scalar table runs anywhere). panels: W packed by tensor_half_pack_with with the
+ * same table, or NULL (packed per block as the product goes). */
 void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
-                             const void *w, llava_dtype wtype, float w_absmax, const float *bias, int M,
-                             int N, int K);
+                             const void *w, llava_dtype wtype, const uint16_t *panels, float w_absmax,
+                             const float *bias, int M, int N, int K);
+/* tensor_half_pack and its size for a given table (panels of its hnr). */
+size_t tensor_half_packed_bytes_with(const tensor_kernels *k, int N, int K);
+int tensor_half_pack_with(const tensor_kernels *k, tensor_pool *pool, uint16_t *dst, const void *w,
+                          llava_dtype t, int N, int K);
 
 /* Weight format of a dtype, or -1 when the products do not read it. */
 int tensor_wfmt_of(llava_dtype t);

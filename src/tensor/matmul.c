@@ -36,6 +36,7 @@ typedef struct mm_ctx {
     size_t esize;   /* bytes per element of w */
     const float *bias;
     const uint32_t *xw;           /* half-precision products: x as f16 words (to_half_words) */
+    const uint16_t *wp;           /* and W's panels made once (tensor_half_pack), or NULL */
     const float *unscale;         /* and the factor undoing each row's scale */
     int M, N, K;
     int item_n, item_m; /* columns and rows per work item */
@@ -236,7 +237,7 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
         int ne = nb + NC_HALF < n1 ? nb + NC_HALF : n1;
         for (int kb = 0; kb < c->K; kb += KC_HALF) {
             int kc = c->K - kb < KC_HALF ? c->K - kb : KC_HALF, acc = kb > 0;
-            for (int n = nb; n < ne; n += nr) {
+            for (int n = nb; n < ne && !c->wp; n += nr) {
                 int nt = ne - n < nr ? ne - n : nr;
                 k->pack_w_half[c->fmt](s->bp + (size_t)(n - nb) * KC_HALF,
                                        (const char *)c->w + ((size_t)n * c->ldw + kb) * c->esize, c->ldw, nt, kc);
@@ -248,7 +249,9 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
                 for (int i = 0; i < mr; i++) unscale[i] = i < mt ? c->unscale[mb + i] : 0.0f;
                 for (int n = nb; n < ne; n += nr) {
                     int nt = ne - n < nr ? ne - n : nr;
-                    const uint16_t *bt = s->bp + (size_t)(n - nb) * KC_HALF;
+                    /* n is a multiple of nr: items and blocks are whole tiles */
+                    const uint16_t *bt = c->wp ? c->wp + ((size_t)(n / nr) * c->K + kb) * nr
+                                               : s->bp + (size_t)(n - nb) * KC_HALF;
                     float *yt = c->y + (size_t)mb * c->ldy + n;
                     if (mt == mr && nt == nr) {
                         k->micro_half(kc, s->ap, bt, yt, c->ldy, unscale, acc);
@@ -356,8 +359,8 @@ static void half_rows_item(void *ctx, int item, int ith) {
 }
 
 void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
-                             const void *w, llava_dtype wtype, float w_absmax, const float *bias, int M,
-                             int N, int K) {
+                             const void *w, llava_dtype wtype, const uint16_t *panels, float w_absmax,
+                             const float *bias, int M, int N, int K) {
     int fmt = tensor_wfmt_of(wtype);
     /* Weights f16 cannot hold (or a maximum that is not a number) have no half-precision form. */
     if (M <= 0 || N <= 0 || K <= 0 || fmt < 0 || k->hmr <= 0 || !(w_absmax <= 65504.0f)) {
@@ -376,7 +379,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
     tensor_pool_for(pool, (M + HALF_ROWS - 1) / HALF_ROWS, half_rows_item, &h);
     mm_ctx c = {.k = k, .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
                 .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),
-                .bias = bias, .xw = xw, .unscale = unscale, .M = M, .N = N, .K = K};
+                .bias = bias, .xw = xw, .wp = panels, .unscale = unscale, .M = M, .N = N, .K = K};
     gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr, MIN_ITEM_N);
     free(xw);
     free(unscale);
@@ -388,7 +391,57 @@ void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void 
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
-    tensor_matmul_half_with(tensor_kernels_active(), pool, y, x, w, wtype, w_absmax, bias, M, N, K);
+    tensor_matmul_half_with(tensor_kernels_active(), pool, y, x, w, wtype, NULL, w_absmax, bias, M, N, K);
+}
+
+/* ---- W packed once ---- */
+
+typedef struct half_pack_ctx {
+    const tensor_kernels *k;
+    uint16_t *dst;
+    const void *w;
+    int fmt;
+    size_t esize;
+    int N, K;
+} half_pack_ctx;
+
+static void half_pack_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const half_pack_ctx *h = ctx;
+    int nr = h->k->hnr, n = item * nr, nt = h->N - n < nr ? h->N - n : nr;
+    h->k->pack_w_half[h->fmt](h->dst + (size_t)item * h->K * nr, (const char *)h->w + (size_t)n * h->K * h->esize,
+                              (size_t)h->K, nt, h->K);
+}
+
+size_t tensor_half_packed_bytes_with(const tensor_kernels *k, int N, int K) {
+    if (k->hmr <= 0 || N <= 0 || K <= 0) return 0;
+    return (size_t)((N + k->hnr - 1) / k->hnr) * (size_t)k->hnr * (size_t)K * sizeof(uint16_t);
+}
+
+int tensor_half_pack_with(const tensor_kernels *k, tensor_pool *pool, uint16_t *dst, const void *w,
+                          llava_dtype t, int N, int K) {
+    int fmt = tensor_wfmt_of(t);
+    if (fmt < 0 || k->hmr <= 0 || N <= 0 || K <= 0) return -1;
+    half_pack_ctx h = {.k = k, .dst = dst, .w = w, .fmt = fmt, .esize = llava_dtype_size(t), .N = N, .K = K};
+    tensor_pool_for(pool, (N + k->hnr - 1) / k->hnr, half_pack_item, &h);
+    return 0;
+}
+
+/* The panels' layout is the AVX512-FP16 table's, whatever path is active (only a CPU that has
+ * it packs). */
+size_t tensor_half_packed_bytes(int N, int K) {
+    return tensor_half_available() ? tensor_half_packed_bytes_with(tensor_kernels_for(TENSOR_ISA_AVX512), N, K) : 0;
+}
+
+int tensor_half_pack(tensor_pool *pool, uint16_t *dst, const void *w, llava_dtype t, int N, int K) {
+    if (!tensor_half_available()) return -1;
+    return tensor_half_pack_with(tensor_kernels_for(TENSOR_ISA_AVX512), pool, dst, w, t, N, K);
+}
+
+void tensor_matmul_half_packed(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                               const uint16_t *panels, float w_absmax, const float *bias, int M, int N, int K) {
+    tensor_matmul_half_with(tensor_kernels_for(TENSOR_ISA_AVX512), pool, y, x, w, wtype, panels, w_absmax, bias,
+                            M, N, K);
 }
 
 /* On the magnitude bits: for every format, non-negative values order as their bit patterns, and

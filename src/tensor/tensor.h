@@ -85,6 +85,16 @@ size_t tensor_attention_scratch_floats(int n_keys, int hd);
  * gain), and when w_absmax is not finite or W does not fit f16. pool may be NULL. */
 void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
                         float w_absmax, const float *bias, int M, int N, int K);
+/* W's panels made once, for weights used by many products (the vision tower's): bytes of
+ * ceil(N/64) panels of K × 64 f16 (0 when tensor_half_available() is 0), and the packing (0, or
+ * -1 without the half path or for a dtype the products do not read). pool may be NULL. */
+size_t tensor_half_packed_bytes(int N, int K);
+int tensor_half_pack(tensor_pool *pool, uint16_t *dst, const void *w, llava_dtype t, int N, int K);
+/* tensor_matmul_half on panels from tensor_half_pack (any M: the panels are the weights now;
+ * w, the weights as stored, is read only if scratch memory cannot be had, for the exact
+ * product). Only where tensor_half_available() was 1 for the packing. */
+void tensor_matmul_half_packed(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
+                               const uint16_t *panels, float w_absmax, const float *bias, int M, int N, int K);
 /* 1 if tensor_matmul_half computes in half precision here (AVX512-FP16, within tensor_isa_active). */
 int tensor_half_available(void);
 /* max |w[i]| over n values of an F32, F16 or BF16 array (NaN if any is NaN, inf if any is inf). */
