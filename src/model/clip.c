@@ -64,10 +64,6 @@ static void im2col(float *out, const float *pixels, int channels, int size, int 
         }
 }
 
-static void add_rows(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}
-
 static void encoder_layer(llava_model *m, clip_state *s, const clip_layer *L) {
     const hf_vision_config *v = &m->cfg.vision;
     int T = s->tokens, dv = v->hidden_size, nh = v->num_attention_heads, hd = dv / nh;
@@ -75,7 +71,7 @@ static void encoder_layer(llava_model *m, clip_state *s, const clip_layer *L) {
     tensor_pool *pool = m->pool;
 
     /* h += out_proj(attention(layer_norm1(h))) */
-    tensor_layernorm(s->t, s->h, L->ln1_w, L->ln1_b, T, dv, eps);
+    llava_layernorm(pool, s->t, s->h, L->ln1_w, L->ln1_b, T, dv, eps);
     llava_linear(pool, s->q, s->t, &L->q, L->q_b, T);
     llava_linear(pool, s->k, s->t, &L->k, L->k_b, T);
     llava_linear(pool, s->v, s->t, &L->v, L->v_b, T);
@@ -87,14 +83,14 @@ static void encoder_layer(llava_model *m, clip_state *s, const clip_layer *L) {
     };
     attention_run(pool, &a);
     llava_linear(pool, s->t, s->o, &L->o, L->o_b, T);
-    add_rows(s->h, s->t, (size_t)T * dv);
+    llava_add_rows(pool, s->h, s->t, (size_t)T * dv);
 
     /* h += fc2(act(fc1(layer_norm2(h)))) */
-    tensor_layernorm(s->t, s->h, L->ln2_w, L->ln2_b, T, dv, eps);
+    llava_layernorm(pool, s->t, s->h, L->ln2_w, L->ln2_b, T, dv, eps);
     llava_linear(pool, s->mlp, s->t, &L->fc1, L->fc1_b, T);
-    llava_apply_act(v->hidden_act, s->mlp, (size_t)T * (size_t)v->intermediate_size);
+    llava_apply_act(pool, v->hidden_act, s->mlp, (size_t)T * (size_t)v->intermediate_size);
     llava_linear(pool, s->t, s->mlp, &L->fc2, L->fc2_b, T);
-    add_rows(s->h, s->t, (size_t)T * dv);
+    llava_add_rows(pool, s->h, s->t, (size_t)T * dv);
 }
 
 llava_status clip_encode(llava_model *m, clip_state *s, const float *pixels, float *features,
@@ -108,8 +104,8 @@ llava_status clip_encode(llava_model *m, clip_state *s, const float *pixels, flo
     /* the conv has no bias; row 0 is the class embedding */
     llava_linear(m->pool, s->t + dv, s->patches, &w->patch, NULL, n);
     memcpy(s->t, w->class_emb, row);
-    add_rows(s->t, w->pos_emb, (size_t)T * dv);
-    tensor_layernorm(s->h, s->t, w->pre_ln_w, w->pre_ln_b, T, dv, (float)v->layer_norm_eps);
+    llava_add_rows(m->pool, s->t, w->pos_emb, (size_t)T * dv);
+    llava_layernorm(m->pool, s->h, s->t, w->pre_ln_w, w->pre_ln_b, T, dv, (float)v->layer_norm_eps);
 
     for (int i = 0; i < m->vision_layers_run; i++) {
         if (cb && cb->cancelled && cb->cancelled(cb->user))
@@ -127,7 +123,7 @@ llava_status clip_encode(llava_model *m, clip_state *s, const float *pixels, flo
         if (cb && cb->cancelled && cb->cancelled(cb->user))
             return llava_error_set(err, LLAVA_ERR_CANCELLED, "cancelled before the projector");
         llava_linear(m->pool, s->proj, feat, &w->proj1, w->proj1_b, rows);
-        llava_apply_act(m->cfg.projector_hidden_act, s->proj,
+        llava_apply_act(m->pool, m->cfg.projector_hidden_act, s->proj,
                         (size_t)rows * (size_t)m->cfg.text.hidden_size);
         if (cb && cb->cancelled && cb->cancelled(cb->user))
             return llava_error_set(err, LLAVA_ERR_CANCELLED, "cancelled in the projector");

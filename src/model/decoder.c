@@ -89,10 +89,6 @@ static void rope_frequencies(const llava_model *m, float *inv_freq, int seq_len)
     tensor_rope_inv_freq(inv_freq, t->head_dim, theta);
 }
 
-static void add_rows(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
-}
-
 int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
                     float *logits, const llava_callbacks *cb) {
     const hf_text_config *t = &m->cfg.text;
@@ -113,7 +109,7 @@ int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n
         float *kc = s->k_cache + (size_t)l * layer_stride;
         float *vc = s->v_cache + (size_t)l * layer_stride;
 
-        tensor_rmsnorm(s->t, s->x, L->attn_norm, n, dt, eps);
+        llava_rmsnorm(pool, s->t, s->x, L->attn_norm, n, dt, eps);
         llava_linear(pool, s->q, s->t, &L->q, L->q_b, n);
         llava_linear(pool, s->k, s->t, &L->k, L->k_b, n);
         llava_linear(pool, s->v, s->t, &L->v, L->v_b, n);
@@ -136,21 +132,21 @@ int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n
         };
         attention_run(pool, &a);
         llava_linear(pool, s->t, s->att, &L->o, L->o_b, n);
-        add_rows(s->x, s->t, (size_t)n * dt);
+        llava_add_rows(pool, s->x, s->t, (size_t)n * dt);
 
         /* x += down(act(gate(t)) * up(t)), t = post_attention_layernorm(x) */
-        tensor_rmsnorm(s->t, s->x, L->mlp_norm, n, dt, eps);
+        llava_rmsnorm(pool, s->t, s->x, L->mlp_norm, n, dt, eps);
         llava_linear(pool, s->gate, s->t, &L->gate, NULL, n);
         llava_linear(pool, s->up, s->t, &L->up, NULL, n);
         size_t ff = (size_t)n * F;
         if (t->hidden_act == HF_ACT_SILU) {
-            tensor_silu_mul(s->gate, s->up, ff);
+            llava_silu_mul(pool, s->gate, s->up, ff);
         } else {
-            llava_apply_act(t->hidden_act, s->gate, ff);
+            llava_apply_act(pool, t->hidden_act, s->gate, ff);
             for (size_t i = 0; i < ff; i++) s->gate[i] *= s->up[i];
         }
         llava_linear(pool, s->t, s->gate, &L->down, NULL, n);
-        add_rows(s->x, s->t, (size_t)n * dt);
+        llava_add_rows(pool, s->x, s->t, (size_t)n * dt);
     }
     s->n_past = p0 + n;
     if (logits) {

@@ -179,8 +179,15 @@ void attention_run(tensor_pool *pool, const attention_args *a);
 
 /* ---- shared helpers ---- */
 
-/* Activation in place by its config name. */
-void llava_apply_act(hf_act act, float *x, size_t n);
+/* Element-wise and row work split across the compute pool (pool may be NULL), each with the
+ * bits of one tensor/ call: an activation in place by its config name; x += y; gate =
+ * silu(gate) · up; LayerNorm and RMSNorm over rows of n (tensor.h). */
+void llava_apply_act(tensor_pool *pool, hf_act act, float *x, size_t n);
+void llava_add_rows(tensor_pool *pool, float *x, const float *y, size_t n);
+void llava_silu_mul(tensor_pool *pool, float *gate, const float *up, size_t n);
+void llava_layernorm(tensor_pool *pool, float *y, const float *x, const float *w, const float *b, int rows,
+                     int n, float eps);
+void llava_rmsnorm(tensor_pool *pool, float *y, const float *x, const float *w, int rows, int n, float eps);
 /* y[M, N] = x[M, K] · Wᵀ + bias, checking nothing (shapes are checked at load). */
 static inline void llava_linear(tensor_pool *pool, float *y, const float *x, const llava_matrix *w,
                                 const float *bias, int M) {

@@ -301,6 +301,19 @@ static TGT void pack_bf16_half(uint16_t *dst, const void *w, size_t ldw, int n, 
     pack_fmt_half(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
 }
 
+/* As the scalar one, on the magnitude bits (unsigned max): the same value, NaNs included. */
+static TGT float absmax_f32(const float *x, size_t n) {
+    __m512i mx = _mm512_setzero_si512(), mask = _mm512_set1_epi32(0x7fffffff);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_loadu_si512(x + i), mask));
+    if (i < n)
+        mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32((__mmask16)((1u << (n - i)) - 1), x + i), mask));
+    uint32_t mb = _mm512_reduce_max_epu32(mx);
+    float f;
+    memcpy(&f, &mb, sizeof f);
+    return f;
+}
+
 static TGT void to_half_words(uint32_t *dst, const float *x, float scale, size_t n) {
     __m512 s = _mm512_set1_ps(scale);
     for (size_t i = 0; i < n; i += 16) {
@@ -660,6 +673,7 @@ const tensor_kernels tensor_kernels_avx512 = {
     .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .absmax_f32 = absmax_f32,
     .to_half_words = to_half_words,
     .pack_x_half = pack_x_half,
     .micro_half = micro_half,

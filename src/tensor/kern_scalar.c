@@ -219,6 +219,20 @@ static void pack_f32_half(uint16_t *d, const void *w, size_t ldw, int n, int kc)
 static void pack_f16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_F16, d, w, ldw, n, kc); }
 static void pack_bf16_half(uint16_t *d, const void *w, size_t ldw, int n, int kc) { pack_fmt_half(TENSOR_WFMT_BF16, d, w, ldw, n, kc); }
 
+/* On the magnitude bits: non-negative floats order as their patterns, NaNs above inf's. */
+static float absmax_f32(const float *x, size_t n) {
+    uint32_t mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v;
+        memcpy(&v, x + i, sizeof v);
+        v &= 0x7fffffffu;
+        mb = v > mb ? v : mb;
+    }
+    float f;
+    memcpy(&f, &mb, sizeof f);
+    return f;
+}
+
 static void to_half_words(uint32_t *dst, const float *x, float scale, size_t n) {
     for (size_t i = 0; i < n; i++) {
         uint32_t h = llava_f32_to_f16(x[i] * scale);
@@ -295,6 +309,7 @@ const tensor_kernels tensor_kernels_scalar = {
     .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
+    .absmax_f32 = absmax_f32,
     .to_half_words = to_half_words,
     .pack_x_half = pack_x_half,
     .micro_half = micro_half,

@@ -46,11 +46,14 @@ typedef struct mm_ctx {
 
 static int round_up(int v, int m) { return (v + m - 1) / m * m; }
 
+/* restrict: y never overlaps the bias (tensor_matmul's contract), which lets the compiler
+ * vectorize the loop (it was a tenth of a half-precision product's time as scalar adds). */
 static void add_bias(const mm_ctx *c, int m0, int m1, int n0, int n1) {
     if (!c->bias) return;
+    const float *restrict b = c->bias + n0;
     for (int m = m0; m < m1; m++) {
-        float *yr = c->y + (size_t)m * c->ldy;
-        for (int n = n0; n < n1; n++) yr[n] += c->bias[n];
+        float *restrict yr = c->y + (size_t)m * c->ldy + n0;
+        for (int n = 0; n < n1 - n0; n++) yr[n] += b[n];
     }
 }
 
@@ -335,16 +338,7 @@ static void half_rows_item(void *ctx, int item, int ith) {
     const half_rows_ctx *h = ctx;
     int m1 = (item + 1) * HALF_ROWS < h->M ? (item + 1) * HALF_ROWS : h->M;
     for (int m = item * HALF_ROWS; m < m1; m++) {
-        /* max |x| as the largest magnitude bit pattern: the order of non-negative floats, and a
-         * loop the compiler vectorizes (a NaN compares above inf, and both mean "not finite") */
-        const uint32_t *xr = (const uint32_t *)(const void *)(h->x + (size_t)m * h->K);
-        uint32_t mb = 0;
-        for (int i = 0; i < h->K; i++) {
-            uint32_t v = xr[i] & 0x7fffffffu;
-            mb = v > mb ? v : mb;
-        }
-        float mx;
-        memcpy(&mx, &mb, sizeof mx);
+        float mx = h->k->absmax_f32(h->x + (size_t)m * h->K, (size_t)h->K);
         /* 1 for a zero row, or one whose maximum is not finite: the product then carries the inf
          * or NaN as the exact one would */
         int e = 0;
