@@ -39,6 +39,8 @@ static const char BENCH_MODEL_USAGE[] =
     "      --repeat R           measured runs (default 3)\n"
     "      --warmup W           unmeasured runs first (default 1: pages the weights in)\n"
     "      --prefill-chunk N    prompt positions per decoder pass (default: the engine's)\n"
+    "      --vision-only        only decode, preprocess and encode the image (tower +\n"
+    "                           projector): the text model's weights are never read\n"
     "      --no-probe           skip the bandwidth / peak-rate probes (no floors)\n"
     "      --json               one JSON object on stdout\n";
 
@@ -202,6 +204,7 @@ typedef struct bench_opts {
     int probe, json;
     int quant; /* 0, or 1 + tensor_qtype */
     unsigned half_parts; /* LLAVA_PART_* bits asked for half precision */
+    int vision_only;
 } bench_opts;
 
 /* Builds the request: decode + preprocess through llava_prepare (timed), then the token ids
@@ -258,12 +261,22 @@ static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const
         llava_prepared_free(p);
         return 1;
     }
+    llava_error err;
+    if (o->vision_only) {
+        double i0 = now_ms();
+        llava_status st = llava_encode_images(s, p, NULL, NULL, &err);
+        llava_prepared_free(p);
+        if (st != LLAVA_OK) return cli_fail("bench: %s", err.message);
+        t->image_ms = now_ms() - i0;
+        t->wall_ms = now_ms() - w0;
+        t->cpu_ms = cpu_ms() - c0;
+        return 0;
+    }
     llava_generate_params gp;
     llava_generate_params_default(&gp);
     gp.max_tokens = o->gen_tokens;
     gp.ignore_eos = true;
     llava_generate_result r;
-    llava_error err;
     llava_status st = llava_generate(s, p, &gp, NULL, &r, &err);
     llava_prepared_free(p);
     if (st != LLAVA_OK) return cli_fail("bench: %s", err.message);
@@ -326,8 +339,11 @@ static void print_text(const bench_opts *o, const bench_report *r) {
         printf("half-precision products: %s (%s)\n", parts,
                tensor_half_available() ? "AVX512-FP16" : "not on this CPU: the products stay exact");
     }
-    printf("request: 1 image + %d text tokens = %d positions, %d generated\n", o->prompt_tokens,
-           r->positions, o->gen_tokens);
+    if (o->vision_only)
+        printf("request: 1 image through the vision tower and projector only\n");
+    else
+        printf("request: 1 image + %d text tokens = %d positions, %d generated\n", o->prompt_tokens,
+               r->positions, o->gen_tokens);
     if (r->have_bounds)
         printf("machine: read bandwidth %.2f GB/s, peak f32 FMA %.1f GFLOP/s, int8 %.1f GOP/s, f16 FMA %.1f "
                "GFLOP/s (%d threads)\n",
@@ -352,14 +368,19 @@ static void print_text(const bench_opts *o, const bench_report *r) {
            o->image ? "image decode + preprocess" : "image preprocess (generated)", r->preprocess_ms,
            "ms", "-", "-");
     ROW("vision encode + projector", r->image_ms, r->image_floor_ms, "ms", 0);
-    ROW("prefill (tokens/s)", r->prefill_tps, r->prefill_floor_tps, "/s", 1);
-    ROW("decode (tokens/s)", r->decode_tps, r->decode_floor_tps, "/s", 1);
-    ROW("time to first token", r->ttft_ms, r->ttft_floor_ms, "ms", 0);
+    if (!o->vision_only) {
+        ROW("prefill (tokens/s)", r->prefill_tps, r->prefill_floor_tps, "/s", 1);
+        ROW("decode (tokens/s)", r->decode_tps, r->decode_floor_tps, "/s", 1);
+        ROW("time to first token", r->ttft_ms, r->ttft_floor_ms, "ms", 0);
+    }
 #undef ROW
-    printf("\nfloors: decode %.2f GB of weights per token / read bandwidth; vision %.1f GFLOP / peak %s rate, "
-           "prefill %.1f GFLOP / peak %s rate\n",
-           r->bytes_per_token * 1e-9, r->vision_gflop, rate_name(o, r, LLAVA_PART_VISION), r->prefill_gflop,
-           rate_name(o, r, LLAVA_PART_TEXT));
+    if (o->vision_only)
+        printf("\nfloor: vision %.1f GFLOP / peak %s rate\n", r->vision_gflop, rate_name(o, r, LLAVA_PART_VISION));
+    else
+        printf("\nfloors: decode %.2f GB of weights per token / read bandwidth; vision %.1f GFLOP / peak %s rate, "
+               "prefill %.1f GFLOP / peak %s rate\n",
+               r->bytes_per_token * 1e-9, r->vision_gflop, rate_name(o, r, LLAVA_PART_VISION), r->prefill_gflop,
+               rate_name(o, r, LLAVA_PART_TEXT));
 }
 
 static void print_json(const bench_opts *o, const bench_report *r) {
@@ -397,6 +418,10 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     double vals[4] = {r->image_ms, r->prefill_tps, r->decode_tps, r->ttft_ms};
     double fl[4] = {r->image_floor_ms, r->prefill_floor_tps, r->decode_floor_tps, r->ttft_floor_ms};
     for (int i = 0; i < 4; i++) {
+        if (o->vision_only && i > 0) { /* not measured */
+            printf(",\"%s\":null,\"%s\":null", names[i], floors[i]);
+            continue;
+        }
         printf("%s\"%s\":%.3f,\"%s\":", i ? "," : "", names[i], vals[i], floors[i]);
         if (r->have_bounds && fl[i] > 0) printf("%.3f", fl[i]);
         else printf("null");
@@ -421,7 +446,7 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
+    enum { OPT_VISION = 253, OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
@@ -429,6 +454,7 @@ int bench_model(int argc, char **argv) {
         {"repeat", required_argument, 0, OPT_REPEAT}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"no-probe", no_argument, 0, OPT_NOPROBE},     {"json", no_argument, 0, OPT_JSON},
         {"prefill-chunk", required_argument, 0, OPT_CHUNK}, {"half", required_argument, 0, OPT_HALF},
+        {"vision-only", no_argument, 0, OPT_VISION},
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -446,6 +472,7 @@ int bench_model(int argc, char **argv) {
                 return cli_fail("bench: --half takes parts from vision,projector,text,lm_head,all, not '%s'", optarg);
             break;
         case OPT_IMAGE: o.image = optarg; break;
+        case OPT_VISION: o.vision_only = 1; break;
         case OPT_PROMPT: if (parse_int(optarg, "--prompt-tokens", 0, 1 << 20, &o.prompt_tokens)) return 1; break;
         case OPT_GEN: if (parse_int(optarg, "--gen-tokens", 2, 1 << 20, &o.gen_tokens)) return 1; break;
         case 't': if (parse_int(optarg, "--threads", 1, 1024, &o.threads)) return 1; break;
@@ -514,7 +541,9 @@ int bench_model(int argc, char **argv) {
         ttft[k] = t.ttft_ms;
         wall_sum += t.wall_ms;
         cpu_sum += t.cpu_ms;
-        if (!o.json)
+        if (!o.json && o.vision_only)
+            fprintf(stderr, "run %d/%d: preprocess %.1f ms, vision %.1f ms\n", k + 1, o.repeat, pre[k], img[k]);
+        else if (!o.json)
             fprintf(stderr, "run %d/%d: preprocess %.1f ms, vision %.1f ms, prefill %.2f tok/s, "
                     "decode %.2f tok/s, first token %.1f ms\n", k + 1, o.repeat, pre[k], img[k], pf[k],
                     dec[k], ttft[k]);

@@ -108,6 +108,36 @@ static llava_status check_prepared(const llava_model *m, const llava_prepared *p
 
 /* Vision tower, merge and decoder over the whole prompt; leaves the last row's logits in
  * s->logits. cap is the number of positions the cache must hold. */
+/* Each image through the tower and projector: vision_features (if not NULL) and features
+ * [n_images, N, Dt]. */
+static llava_status encode_images(llava_session *s, const llava_prepared *p, float *vision_features,
+                                  float *features, const llava_callbacks *cb, llava_error *err) {
+    const llava_model_info *info = &s->m->info;
+    size_t dt = (size_t)info->text_hidden, rows = (size_t)info->tokens_per_image;
+    size_t pix = (size_t)3 * info->image_size * info->image_size;
+    for (int i = 0; i < p->n_images; i++) {
+        float *vf = vision_features ? vision_features + (size_t)i * rows * (size_t)info->vision_hidden : NULL;
+        llava_status st = clip_encode(s->m, &s->clip, p->pixel_values + (size_t)i * pix, vf,
+                                      features + (size_t)i * rows * dt, cb, err);
+        if (st != LLAVA_OK) return st;
+    }
+    return LLAVA_OK;
+}
+
+llava_status llava_encode_images(llava_session *s, const llava_prepared *p, float *image_features,
+                                 const llava_callbacks *cb, llava_error *err) {
+    size_t dt = (size_t)s->m->info.text_hidden, rows = (size_t)s->m->info.tokens_per_image;
+    if (p->n_images < 0 || (p->n_images > 0 && !p->pixel_values) || p->image_size != s->m->info.image_size)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "encode: %d images of %d px for a model of %d px",
+                               p->n_images, p->image_size, s->m->info.image_size);
+    if (!grow_rows(&s->features, &s->feature_rows, (size_t)p->n_images * rows, dt))
+        return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory for %d images' features", p->n_images);
+    llava_status st = encode_images(s, p, NULL, s->features, cb, err);
+    if (st == LLAVA_OK && image_features)
+        memcpy(image_features, s->features, (size_t)p->n_images * rows * dt * sizeof(float));
+    return st;
+}
+
 static llava_status prompt_pass(llava_session *s, const llava_prepared *p, int cap,
                                 llava_trace *trace, const llava_callbacks *cb,
                                 llava_generate_result *r, llava_error *err) {
@@ -124,15 +154,8 @@ static llava_status prompt_pass(llava_session *s, const llava_prepared *p, int c
     decoder_state_reset(&s->dec);
 
     double t0 = llava_now_ms();
-    size_t pix = (size_t)3 * info->image_size * info->image_size;
-    for (int i = 0; i < p->n_images; i++) {
-        float *vf = trace && trace->vision_features
-                        ? trace->vision_features + (size_t)i * rows * (size_t)info->vision_hidden
-                        : NULL;
-        st = clip_encode(m, &s->clip, p->pixel_values + (size_t)i * pix, vf,
-                         s->features + (size_t)i * rows * dt, cb, err);
-        if (st != LLAVA_OK) return st;
-    }
+    st = encode_images(s, p, trace ? trace->vision_features : NULL, s->features, cb, err);
+    if (st != LLAVA_OK) return st;
     if (trace && trace->image_features)
         memcpy(trace->image_features, s->features, (size_t)p->n_images * rows * dt * sizeof(float));
     double t1 = llava_now_ms();

@@ -198,6 +198,12 @@ typedef struct llava_trace {
 /* Rows of vision_features per image: N, or N + 1 for the "full" strategy. */
 int llava_model_feature_rows(const llava_model *m);
 
+/* Runs only the vision tower and projector over the request's images (no decoder, no cache
+ * change): image_features [n_images, N, Dt] if not NULL. For benchmarks of the image encoder
+ * alone. Returns LLAVA_ERR_CANCELLED when cb->cancelled says so (cb may be NULL). */
+llava_status llava_encode_images(llava_session *s, const llava_prepared *p, float *image_features,
+                                 const llava_callbacks *cb, llava_error *err);
+
 /* Runs the vision tower, projector, merge and the decoder over the prompt, filling the trace.
  * Leaves the session's cache holding the prompt. Returns LLAVA_ERR_CANCELLED when cb->cancelled
  * says so (cb may be NULL). */
