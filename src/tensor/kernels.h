@@ -16,9 +16,9 @@ typedef enum tensor_wfmt { TENSOR_WFMT_F32, TENSOR_WFMT_F16, TENSOR_WFMT_BF16, T
 /* The largest microkernel tile of any table (driver scratch is sized by it). */
 #define TENSOR_MR_MAX 16
 #define TENSOR_NR_MAX 32
-/* The same for the half-precision microkernels, and the K run each of their f16 sums covers:
- * the bound tensor_matmul_half's scaling keeps every partial sum under assumes at most this many
- * products per sum. */
+/* The same for the half-precision microkernels, and the run of k each of their f16 sums covers
+ * (the overflow bound of tensor_matmul_half's row scaling counts on at most this many products
+ * per f16 sum). */
 #define TENSOR_HMR_MAX 16
 #define TENSOR_HNR_MAX 64
 #define TENSOR_HALF_KB 64

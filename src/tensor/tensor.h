@@ -75,9 +75,9 @@ size_t tensor_attention_scratch_floats(int n_keys, int hd);
 
 /* y[M,N] = x[M,K] · W[N,K]ᵀ (+ bias[N]) with IEEE half-precision multiply-adds, which AVX512-FP16
  * runs at twice the f32 rate: W rounded to f16 (exact for F16 weights), each row of x scaled by a
- * power of two and rounded to f16, products summed in f16 over runs of 32 k, the runs summed in
+ * power of two and rounded to f16, products summed in f16 over runs of 64 k, the runs summed in
  * f32 and the row's scale undone (exactly). The scale is the largest power of two that keeps
- * |x·scale| <= min(2^15, 2^14 / (32 · w_absmax)), so no f16 sum can exceed 2^14 (f16 overflows
+ * |x·scale| <= min(2^15, 2^14 / (64 · w_absmax)), so no f16 sum can exceed 2^14 (f16 overflows
  * past 65504) and small values keep as many bits as the bound allows. Relative error of a dot
  * product about 1e-3 (f16's 11-bit significand), against the exact path's 1e-7.
  * w_absmax: max |W| (tensor_absmax). Falls back to tensor_matmul (exact) when the CPU has no
@@ -86,8 +86,9 @@ size_t tensor_attention_scratch_floats(int n_keys, int hd);
 void tensor_matmul_half(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
                         float w_absmax, const float *bias, int M, int N, int K);
 /* W's panels made once, for weights used by many products (the vision tower's): bytes of
- * ceil(N/64) panels of K × 64 f16 (0 when tensor_half_available() is 0), and the packing (0, or
- * -1 without the half path or for a dtype the products do not read). pool may be NULL. */
+ * K × ceil(N/64)·64 f16 in the product's order (0 when tensor_half_available() is 0), and the
+ * packing (0, or -1 without the half path or for a dtype the products do not read). pool may be
+ * NULL. */
 size_t tensor_half_packed_bytes(int N, int K);
 int tensor_half_pack(tensor_pool *pool, uint16_t *dst, const void *w, llava_dtype t, int N, int K);
 /* tensor_matmul_half on panels from tensor_half_pack (any M: the panels are the weights now;
