@@ -180,6 +180,14 @@ static void gemm_run(tensor_pool *pool, mm_ctx *c, void (*slice)(void *ctx, int 
         int split = (want + c->items_n - 1) / c->items_n;
         int item_m = round_up((c->M + split - 1) / split, mr);
         if (item_m < 4 * mr) item_m = 4 * mr;
+        /* A number of items the threads divide evenly (577 rows in items of 84 made 7: one thread
+         * then works through a whole item while the other waits), when a slightly larger item
+         * gets there. */
+        for (int m = item_m; m <= item_m + item_m / 2; m += mr)
+            if ((c->items_n * ((c->M + m - 1) / m)) % nth == 0) {
+                item_m = m;
+                break;
+            }
         c->item_m = item_m;
         c->items_m = (c->M + item_m - 1) / item_m;
     }
