@@ -87,7 +87,14 @@ typedef struct llava_engine_config {
      * half precision: f16 multiply-adds at twice the f32 rate, about 1e-3 relative error, on CPUs
      * with AVX512-FP16 (elsewhere they stay exact). Decode keeps f32 arithmetic. */
     unsigned half_parts;
+    /* Weights quantized at load (int8 products, about 1e-2 relative error for Q8_0): 0 keeps
+     * them as stored; LLAVA_QUANT_LOAD_Q8_0 or LLAVA_QUANT_LOAD_Q4_0 quantizes every matrix but
+     * the embeddings and the patch convolution. A checkpoint stored quantized (`llava quantize`)
+     * is used as it is either way. */
+    int quant;
 } llava_engine_config;
+
+enum { LLAVA_QUANT_LOAD_NONE = 0, LLAVA_QUANT_LOAD_Q8_0 = 1, LLAVA_QUANT_LOAD_Q4_0 = 2 };
 
 enum { LLAVA_HALF_VISION = 1, LLAVA_HALF_PROJECTOR = 2, LLAVA_HALF_TEXT = 4, LLAVA_HALF_LM_HEAD = 8 };
 

@@ -289,6 +289,10 @@ static void test_open_arguments(void **state) {
     assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "half_parts"));
     cfg.half_parts = LLAVA_HALF_VISION | LLAVA_HALF_PROJECTOR; /* opened below */
+    cfg.quant = 3;
+    assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "quant"));
+    cfg.quant = LLAVA_QUANT_LOAD_NONE;
     cfg.n_ctx = -1;
     assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
     assert_int_equal(llava_engine_open(NULL, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);

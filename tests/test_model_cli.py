@@ -94,6 +94,11 @@ def check_case(name, prompt, raw, tmp):
               "--half", "all", *extra)
     assert r.returncode == 0, f"{name}: run --half failed: {r.stderr}"
     assert json.loads(r.stdout)["token_ids"] == info["generated_ids"], f"{name}: --half all tokens"
+    # weights quantized at load: Q8_0 keeps these models' greedy tokens (tests/test_model_quant.c)
+    r = llava("run", "-m", model, "-i", image_of(case), "-p", prompt, "-n", "16", "--json", "-t", "2",
+              "--quant", "q8_0", *extra)
+    assert r.returncode == 0, f"{name}: run --quant failed: {r.stderr}"
+    assert json.loads(r.stdout)["token_ids"] == info["generated_ids"], f"{name}: --quant q8_0 tokens"
 
 
 def expect_failure(args, *needles):
@@ -124,6 +129,7 @@ def check_bad_requests(tmp):
     expect_failure(["dump", "-m", model, "-i", image, "-p", "What?"], "-o")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "vision,"], "--half", "vision,")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "decoder"], "--half", "decoder")
+    expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--quant", "q5_k"], "--quant", "q5_k")
 
 
 def check_default_model():

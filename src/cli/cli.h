@@ -34,6 +34,9 @@ int cli_parse_parts(const char *s, unsigned *out);
 /* The bits as such a list ("none" for 0), cut to fit n bytes. */
 void cli_parts_name(unsigned bits, char *out, size_t n);
 
+/* "q8_0" / "q4_0" (case-insensitive) as llava_engine_config.quant: 0, or -1 for another name. */
+int cli_parse_quant(const char *s, int *out);
+
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

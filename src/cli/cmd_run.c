@@ -32,6 +32,7 @@ static const char RUN_USAGE[] =
     "      --seed S            sampling seed (default 0)\n"
     "      --stop STR          stop before this text (repeatable)\n"
     "  -t, --threads N         compute threads (default: all cores)\n"
+    "      --quant T           quantize the weights at load: q8_0 or q4_0 (int8 products)\n"
     "      --half PARTS        half-precision products (f16 multiply-adds, ~1e-3 relative error;\n"
     "                          CPUs with AVX512-FP16) for vision,projector,text,lm_head or all\n"
     "      --ctx N             context limit (default: the model's)\n"
@@ -93,7 +94,7 @@ static const char *finish_name(llava_done_reason r) {
 
 int cmd_run(int argc, char **argv) {
     enum { O_RAW = 256, O_TEMPLATE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED,
-           O_STOP, O_CTX, O_JSON, O_HELP, O_HALF };
+           O_STOP, O_CTX, O_JSON, O_HELP, O_HALF, O_QUANT };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"image", required_argument, 0, 'i'},
         {"prompt", required_argument, 0, 'p'},   {"raw", no_argument, 0, O_RAW},
@@ -106,7 +107,7 @@ int cmd_run(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED},  {"stop", required_argument, 0, O_STOP},
         {"threads", required_argument, 0, 't'},  {"ctx", required_argument, 0, O_CTX},
         {"json", no_argument, 0, O_JSON},        {"help", no_argument, 0, O_HELP},
-        {"half", required_argument, 0, O_HALF},
+        {"half", required_argument, 0, O_HALF},  {"quant", required_argument, 0, O_QUANT},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL, *images[MAX_IMAGES], *stops[MAX_STOPS];
     int n_images = 0, n_stops = 0;
@@ -172,6 +173,10 @@ int cmd_run(int argc, char **argv) {
         case 't':
             if (parse_int(optarg, "--threads", 1, 1024, &v)) return 1;
             cfg.n_threads = (int)v;
+            break;
+        case O_QUANT:
+            if (cli_parse_quant(optarg, &cfg.quant) != 0)
+                return cli_fail("--quant: '%s': expected q8_0 or q4_0", optarg);
             break;
         case O_HALF:
             if (cli_parse_parts(optarg, &cfg.half_parts) != 0)

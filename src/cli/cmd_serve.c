@@ -32,6 +32,7 @@ static void serve_usage(FILE *out) {
             "  --grace-seconds S        after SIGINT/SIGTERM, time to finish requests (30)\n"
             "  --idle-timeout S         keep-alive and slow-body timeout (60)\n"
             "  --threads N              compute threads (all cores)\n"
+            "  --quant T                quantize the weights at load: q8_0 or q4_0 (int8 products)\n"
             "  --half PARTS             half-precision products (f16, ~1e-3 relative error; CPUs\n"
             "                           with AVX512-FP16) for vision,projector,text,lm_head or all\n"
             "  --prep-threads N         image/tokenizer threads, 1 or 2 (1)\n"
@@ -147,6 +148,8 @@ int cmd_serve(int argc, char **argv) {
             cfg.grace_seconds = g;
         } else if (!strcmp(a, "--idle-timeout")) {
             if (parse_int(a, v, 1, 86400, &cfg.idle_timeout_s)) return 1;
+        } else if (!strcmp(a, "--quant")) {
+            if (cli_parse_quant(v, &cfg.quant) != 0) return cli_fail("--quant %s: expected q8_0 or q4_0", v);
         } else if (!strcmp(a, "--half")) {
             if (cli_parse_parts(v, &cfg.half_parts) != 0)
                 return cli_fail("--half %s: expected parts from vision,projector,text,lm_head,all", v);

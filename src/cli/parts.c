@@ -1,8 +1,18 @@
-/* Model part lists on the command line (--half vision,projector). */
+/* Model part lists and load-time formats on the command line (--half vision,projector,
+ * --quant q8_0). */
 #include <string.h>
 
 #include "cli/cli.h"
+#include "llava.h"
 #include "model/model.h"
+#include "tensor/quant.h"
+
+int cli_parse_quant(const char *s, int *out) {
+    tensor_qtype t;
+    if (tensor_qtype_parse(s, &t) != 0) return -1;
+    *out = t == TENSOR_Q8_0 ? LLAVA_QUANT_LOAD_Q8_0 : LLAVA_QUANT_LOAD_Q4_0;
+    return 0;
+}
 
 static const struct {
     const char *name;

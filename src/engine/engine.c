@@ -120,6 +120,8 @@ static llava_status check_config(const llava_engine_config *c, llava_error *err)
     if (c->half_parts & ~(unsigned)(LLAVA_HALF_VISION | LLAVA_HALF_PROJECTOR | LLAVA_HALF_TEXT | LLAVA_HALF_LM_HEAD))
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.half_parts: 0x%x names no part",
                                c->half_parts);
+    if (c->quant < LLAVA_QUANT_LOAD_NONE || c->quant > LLAVA_QUANT_LOAD_Q4_0)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.quant: %d (0, Q8_0 or Q4_0)", c->quant);
     if (c->prep_threads > MAX_POOL)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
                                "config.prep_threads: %d (1 or 2)", c->prep_threads);
@@ -170,6 +172,9 @@ llava_status llava_engine_open(const llava_engine_config *cfg, llava_engine **ou
     e->mopt.n_ctx = cfg->n_ctx;
     e->mopt.prefill_chunk = cfg->prefill_chunk;
     e->mopt.half_parts = cfg->half_parts;
+    e->mopt.quant = cfg->quant == LLAVA_QUANT_LOAD_Q8_0   ? LLAVA_QUANT_Q8_0
+                    : cfg->quant == LLAVA_QUANT_LOAD_Q4_0 ? LLAVA_QUANT_Q4_0
+                                                          : LLAVA_QUANT_NONE;
     e->n_slots = e->capacity + 1; /* the waiting ones and the running one */
     e->model_dir = strdup(cfg->model_dir);
     e->slots = calloc(e->n_slots, sizeof *e->slots);

@@ -403,6 +403,7 @@ static void *open_engine_thread(void *arg) {
     ec.model_dir = s->model_dir;
     ec.n_threads = s->cfg.n_threads;
     ec.half_parts = s->cfg.half_parts;
+    ec.quant = s->cfg.quant;
     ec.n_ctx = s->cfg.n_ctx;
     ec.queue_capacity = s->cfg.max_queue;
     ec.prep_threads = s->cfg.prep_threads;

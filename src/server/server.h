@@ -31,6 +31,7 @@ typedef struct srv_config {
     int idle_timeout_s;          /* keep-alive connections and slow request bodies; <= 0: 60 */
     int n_threads;               /* engine compute threads; <= 0: the online cores */
     unsigned half_parts;         /* llava_engine_config.half_parts */
+    int quant;                   /* llava_engine_config.quant */
     int n_ctx;                   /* context limit; <= 0: the model's */
     int prep_threads;            /* engine preprocessing threads (1-2); <= 0: 1 */
     int engine_nice;             /* the engine's threads run this much nicer than the loop
