@@ -105,6 +105,22 @@ static void run_model(const char *dir, llava_quant q, unsigned half, const st_fi
     free(p.ids);
 }
 
+/* Prints o's errors against the reference and its greedy tokens' agreement, checks the errors
+ * against bound, and returns how many of the reference's greedy tokens o has. */
+static int report(const char *fixture, const char *what, const outputs *o, const st_file *ref, double bound) {
+    const st_tensor *gen = ref_tensor(ref, "generated_ids");
+    double e_vf = rel_error(o->vf, ref_tensor(ref, "vision.features")->data, o->n_vf);
+    double e_imf = rel_error(o->imf, ref_tensor(ref, "image_features")->data, o->n_imf);
+    double e_log = rel_error(o->logits, ref_tensor(ref, "last_logits")->data, o->n_logits);
+    int same = 0;
+    for (int i = 0; i < o->gen.n && i < gen->numel; i++) same += o->gen.ids[i] == ((const int64_t *)gen->data)[i];
+    print_message("%-16s %s: vision.features rel %.3g, image_features rel %.3g, last_logits rel %.3g, "
+                  "greedy %d/%d tokens as the reference\n",
+                  fixture, what, e_vf, e_imf, e_log, same, (int)gen->numel);
+    assert_true(e_vf < bound && e_imf < bound && e_log < bound);
+    return same;
+}
+
 static void run_fixture(const char *name) {
     char dir[512], refpath[512];
     snprintf(dir, sizeof dir, "%s/%s/model", LLAVA_FIXTURES, name);
@@ -121,15 +137,7 @@ static void run_fixture(const char *name) {
     for (int qi = 0; qi < 2; qi++) {
         outputs o = {0};
         run_model(dir, quants[qi], 0, ref, &o);
-        double e_vf = rel_error(o.vf, ref_tensor(ref, "vision.features")->data, o.n_vf);
-        double e_imf = rel_error(o.imf, ref_tensor(ref, "image_features")->data, o.n_imf);
-        double e_log = rel_error(o.logits, ref_tensor(ref, "last_logits")->data, o.n_logits);
-        int same = 0;
-        for (int i = 0; i < o.gen.n && i < gen->numel; i++) same += o.gen.ids[i] == ((const int64_t *)gen->data)[i];
-        print_message("%-16s %s: vision.features rel %.3g, image_features rel %.3g, last_logits rel %.3g, "
-                      "greedy %d/%d tokens as the reference\n",
-                      name, names[qi], e_vf, e_imf, e_log, same, (int)gen->numel);
-        assert_true(e_vf < bound[qi] && e_imf < bound[qi] && e_log < bound[qi]);
+        int same = report(name, names[qi], &o, ref, bound[qi]);
         if (quants[qi] == LLAVA_QUANT_Q8_0) {
             assert_int_equal(o.gen.n, gen->numel);
             assert_int_equal(same, gen->numel);
@@ -170,16 +178,9 @@ static void run_fixture(const char *name) {
     for (int hi = 0; hi < 2; hi++) {
         outputs o = {0};
         run_model(dir, LLAVA_QUANT_NONE, halves[hi], ref, &o);
-        double e_vf = rel_error(o.vf, ref_tensor(ref, "vision.features")->data, o.n_vf);
-        double e_imf = rel_error(o.imf, ref_tensor(ref, "image_features")->data, o.n_imf);
-        double e_log = rel_error(o.logits, ref_tensor(ref, "last_logits")->data, o.n_logits);
-        int same = 0;
-        for (int i = 0; i < o.gen.n && i < gen->numel; i++) same += o.gen.ids[i] == ((const int64_t *)gen->data)[i];
-        print_message("%-16s %s (%s): vision.features rel %.3g, image_features rel %.3g, last_logits rel %.3g, "
-                      "greedy %d/%d tokens as the reference\n",
-                      name, half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here", e_vf,
-                      e_imf, e_log, same, (int)gen->numel);
-        assert_true(e_vf < 1e-2 && e_imf < 1e-2 && e_log < 1e-2);
+        char what[96];
+        snprintf(what, sizeof what, "%s (%s)", half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here");
+        report(name, what, &o, ref, 1e-2);
         outputs_free(&o);
     }
     st_file_close(ref);

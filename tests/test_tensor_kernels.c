@@ -295,6 +295,33 @@ static float *check_half(const tensor_kernels *k, tensor_pool *pool, llava_dtype
     return y;
 }
 
+/* absmax_f32 of every path: the largest magnitude over lengths off the vector widths, inf and
+ * NaN reported as such, and tensor_absmax of the 16-bit formats. */
+static void test_absmax(void **state) {
+    (void)state;
+    float x[37];
+    for (int p = 0; p < n_paths(); p++) {
+        const tensor_kernels *k = tensor_kernels_for((tensor_isa)p);
+        for (int n = 0; n <= 37; n++) {
+            rng r = {(uint64_t)(n + 1)};
+            fill(&r, x, 37, 3.0f);
+            float want = 0;
+            for (int i = 0; i < n; i++) want = fabsf(x[i]) > want ? fabsf(x[i]) : want;
+            assert_true(k->absmax_f32(x, (size_t)n) == want);
+        }
+        x[20] = -INFINITY;
+        assert_true(isinf(k->absmax_f32(x, 37)));
+        x[33] = NAN;
+        assert_true(isnan(k->absmax_f32(x, 37)));
+    }
+    uint16_t h[3] = {llava_f32_to_f16(0.5f), llava_f32_to_f16(-2.0f), 0};
+    assert_true(tensor_absmax(h, LLAVA_DTYPE_F16, 3) == 2.0f);
+    h[2] = 0x7e00; /* NaN */
+    assert_true(isnan(tensor_absmax(h, LLAVA_DTYPE_F16, 3)));
+    uint16_t b[2] = {llava_f32_to_bf16(-7.0f), llava_f32_to_bf16(1.0f)};
+    assert_true(tensor_absmax(b, LLAVA_DTYPE_BF16, 2) == 7.0f);
+}
+
 static void test_matmul_half(void **state) {
     (void)state;
     tensor_isa_set(TENSOR_ISA_AVX512);
@@ -801,6 +828,7 @@ int main(void) {
         cmocka_unit_test(test_matmul_gemm_shapes),
         cmocka_unit_test(test_matmul_zero_k_and_bias),
         cmocka_unit_test(test_matmul_nn),
+        cmocka_unit_test(test_absmax),
         cmocka_unit_test(test_matmul_half),
         cmocka_unit_test(test_attention_head),
         cmocka_unit_test(test_norms),

@@ -260,6 +260,26 @@ static TGT void to_f32_f32(float *d, const void *s, size_t n) { to_f32_fmt(TENSO
 static TGT void to_f32_f16(float *d, const void *s, size_t n) { to_f32_fmt(TENSOR_WFMT_F16, d, s, n); }
 static TGT void to_f32_bf16(float *d, const void *s, size_t n) { to_f32_fmt(TENSOR_WFMT_BF16, d, s, n); }
 
+/* On the magnitude bits (unsigned max), as the scalar one: the same value, NaNs included. */
+static TGT float absmax_f32(const float *x, size_t n) {
+    __m256i mx = _mm256_setzero_si256(), mask = _mm256_set1_epi32(0x7fffffff);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), mask));
+    uint32_t lanes[8], mb = 0;
+    _mm256_storeu_si256((__m256i *)lanes, mx);
+    for (int j = 0; j < 8; j++) mb = lanes[j] > mb ? lanes[j] : mb;
+    for (; i < n; i++) {
+        uint32_t v;
+        memcpy(&v, x + i, sizeof v);
+        v &= 0x7fffffffu;
+        mb = v > mb ? v : mb;
+    }
+    float f;
+    memcpy(&f, &mb, sizeof f);
+    return f;
+}
+
 /* ---- vector math ---- */
 
 /* e^x to about 1 ulp (Cephes polynomial); 2^n applied as two exact halves so the whole normal
@@ -509,6 +529,7 @@ const tensor_kernels tensor_kernels_avx2 = {
     .micro = micro,
     .gemv_nn = gemv_nn,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
+    .absmax_f32 = absmax_f32,
     .layernorm = layernorm,
     .rmsnorm = rmsnorm,
     .softmax = softmax,

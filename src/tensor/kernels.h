@@ -59,8 +59,6 @@ typedef struct tensor_kernels {
     int hmr, hnr;
     /* dst[k*hnr + j] = f16(W[j*ldw + k]) (nearest even), zero for j >= n (n <= hnr). */
     void (*pack_w_half[TENSOR_WFMT_COUNT])(uint16_t *dst, const void *w, size_t ldw, int n, int kc);
-    /* max |x[i]|, i < n, or a value above FLT_MAX (inf or NaN) when any is not finite. */
-    float (*absmax_f32)(const float *x, size_t n);
     /* dst[i] = f16(x[i] · scale) (nearest even) in both halves of the word, i < n: a row of x
      * in the words the x panels are made of (converted once per product, not once per panel). */
     void (*to_half_words)(uint32_t *dst, const float *x, float scale, size_t n);
@@ -77,6 +75,9 @@ typedef struct tensor_kernels {
 
     /* dst[i] = f32(src[i]). */
     void (*to_f32[TENSOR_WFMT_COUNT])(float *dst, const void *src, size_t n);
+    /* max |x[i]|, i < n, as the largest magnitude bit pattern: inf if an inf, NaN if a NaN is
+     * there (tensor_absmax, the half products' row scales). */
+    float (*absmax_f32)(const float *x, size_t n);
 
     /* Row kernels, contracts as in tensor.h for one row. */
     void (*layernorm)(float *y, const float *x, const float *w, const float *b, int n, float eps);

@@ -120,25 +120,31 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
     add_bias(c, m0, m1, n0, n1);
 }
 
-static void gemm_slice(void *ctx, int ith, int nth) {
-    (void)nth;
-    mm_ctx *c = ctx;
+/* The exact product of one item with no scratch memory: the decode kernel, only slower. */
+static void item_without_scratch(const mm_ctx *c, int m0, int m1, int n0, int n1) {
     const tensor_kernels *k = c->k;
-    size_t bytes_ap = (size_t)TENSOR_MR_MAX * KC * sizeof(float), bytes_bp = (size_t)NC * KC * sizeof(float);
-    size_t bytes_ct = (size_t)TENSOR_MR_MAX * TENSOR_NR_MAX * sizeof(float);
-    /* The pool keeps each thread's scratch between calls (attention makes many small GEMMs). */
-    char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes_ap + bytes_bp + bytes_ct) : NULL;
+    if (c->fmt >= 0) {
+        const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
+        k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx, c->ldx, w, c->ldw,
+                        m1 - m0, n1 - n0, c->K);
+        add_bias(c, m0, m1, n0, n1);
+    } else {
+        for (int m = m0; m < m1; m++)
+            k->gemv_nn(c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, (const float *)c->w + n0, c->ldw,
+                       n1 - n0, c->K);
+    }
+}
+
+/* One thread's share of a blocked product: items taken in turn, each run by block on `bytes`
+ * of scratch (the pool keeps each thread's between calls: attention makes many small GEMMs), or
+ * exactly without it when none can be had. */
+static void run_items(mm_ctx *c, int ith, size_t bytes,
+                      void (*block)(const mm_ctx *c, char *mem, int m0, int m1, int n0, int n1)) {
+    char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes) : NULL;
     int owned = 0;
     if (!mem) {
-        mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
+        mem = aligned_alloc(64, bytes);
         owned = 1;
-    }
-    gemm_scratch s = {0};
-    if (mem) {
-        s.ap = (float *)mem;
-        s.bp = (float *)(mem + bytes_ap);
-        s.ct = (float *)(mem + bytes_ap + bytes_bp);
-        memset(s.ct, 0, bytes_ct);
     }
     int n_items = c->items_n * c->items_m;
     for (;;) {
@@ -147,21 +153,25 @@ static void gemm_slice(void *ctx, int ith, int nth) {
         int im = item / c->items_n, in = item % c->items_n;
         int m0 = im * c->item_m, m1 = m0 + c->item_m < c->M ? m0 + c->item_m : c->M;
         int n0 = in * c->item_n, n1 = n0 + c->item_n < c->N ? n0 + c->item_n : c->N;
-        if (mem) {
-            gemm_block(c, &s, m0, m1, n0, n1);
-        } else if (c->fmt >= 0) {
-            /* No scratch memory: the decode kernel gives the same result, only slower. */
-            const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
-            k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx,
-                            c->ldx, w, c->ldw, m1 - m0, n1 - n0, c->K);
-            add_bias(c, m0, m1, n0, n1);
-        } else {
-            for (int m = m0; m < m1; m++)
-                k->gemv_nn(c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, (const float *)c->w + n0,
-                           c->ldw, n1 - n0, c->K);
-        }
+        if (mem) block(c, mem, m0, m1, n0, n1);
+        else item_without_scratch(c, m0, m1, n0, n1);
     }
     if (owned) free(mem);
+}
+
+#define BYTES_AP ((size_t)TENSOR_MR_MAX * KC * sizeof(float))
+#define BYTES_BP ((size_t)NC * KC * sizeof(float))
+#define BYTES_CT ((size_t)TENSOR_MR_MAX * TENSOR_NR_MAX * sizeof(float))
+
+static void gemm_item(const mm_ctx *c, char *mem, int m0, int m1, int n0, int n1) {
+    gemm_scratch s = {(float *)mem, (float *)(mem + BYTES_AP), (float *)(mem + BYTES_AP + BYTES_BP)};
+    memset(s.ct, 0, BYTES_CT); /* an edge tile's unused part: numbers, not leftovers */
+    gemm_block(c, &s, m0, m1, n0, n1);
+}
+
+static void gemm_slice(void *ctx, int ith, int nth) {
+    (void)nth;
+    run_items(ctx, ith, BYTES_AP + BYTES_BP + BYTES_CT, gemm_item);
 }
 
 /* Splits N into items of whole tiles, a few per thread; when N alone gives too few items
@@ -280,42 +290,20 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
     add_bias(c, m0, m1, n0, n1);
 }
 
+#define BYTES_AP_HALF ((size_t)TENSOR_HMR_MAX * KC_HALF * sizeof(uint32_t))
+#define BYTES_BP_HALF ((size_t)NC_HALF * KC_HALF * sizeof(uint16_t))
+#define BYTES_CT_HALF ((size_t)TENSOR_HMR_MAX * TENSOR_HNR_MAX * sizeof(float))
+
+static void gemm_item_half(const mm_ctx *c, char *mem, int m0, int m1, int n0, int n1) {
+    half_scratch s = {(uint32_t *)mem, (uint16_t *)(mem + BYTES_AP_HALF), (float *)(mem + BYTES_AP_HALF + BYTES_BP_HALF)};
+    memset(s.ct, 0, BYTES_CT_HALF);
+    gemm_block_half(c, &s, m0, m1, n0, n1);
+}
+
+/* Without scratch memory an item is the exact product (more precise, slower). */
 static void gemm_slice_half(void *ctx, int ith, int nth) {
     (void)nth;
-    mm_ctx *c = ctx;
-    size_t bytes_ap = (size_t)TENSOR_HMR_MAX * KC_HALF * sizeof(uint32_t), bytes_bp = (size_t)NC_HALF * KC_HALF * sizeof(uint16_t);
-    size_t bytes_ct = (size_t)TENSOR_HMR_MAX * TENSOR_HNR_MAX * sizeof(float);
-    char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes_ap + bytes_bp + bytes_ct) : NULL;
-    int owned = 0;
-    if (!mem) {
-        mem = aligned_alloc(64, bytes_ap + bytes_bp + bytes_ct);
-        owned = 1;
-    }
-    half_scratch s = {0};
-    if (mem) {
-        s.ap = (uint32_t *)mem;
-        s.bp = (uint16_t *)(mem + bytes_ap);
-        s.ct = (float *)(mem + bytes_ap + bytes_bp);
-        memset(s.ct, 0, bytes_ct);
-    }
-    int n_items = c->items_n * c->items_m;
-    for (;;) {
-        int item = atomic_fetch_add_explicit(&c->next, 1, memory_order_relaxed);
-        if (item >= n_items) break;
-        int im = item / c->items_n, in = item % c->items_n;
-        int m0 = im * c->item_m, m1 = m0 + c->item_m < c->M ? m0 + c->item_m : c->M;
-        int n0 = in * c->item_n, n1 = n0 + c->item_n < c->N ? n0 + c->item_n : c->N;
-        if (mem) {
-            gemm_block_half(c, &s, m0, m1, n0, n1);
-        } else {
-            /* No scratch memory: the exact product of the same block (more precise, slower). */
-            const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
-            c->k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx,
-                               c->ldx, w, c->ldw, m1 - m0, n1 - n0, c->K);
-            add_bias(c, m0, m1, n0, n1);
-        }
-    }
-    if (owned) free(mem);
+    run_items(ctx, ith, BYTES_AP_HALF + BYTES_BP_HALF + BYTES_CT_HALF, gemm_item_half);
 }
 
 /* The largest |x·scale| any row may have: every f16 sum (TENSOR_HALF_KB products of at most
@@ -456,19 +444,10 @@ void tensor_matmul_half_packed(tensor_pool *pool, float *y, const float *x, cons
 }
 
 /* On the magnitude bits: for every format, non-negative values order as their bit patterns, and
- * patterns above infinity's are NaNs. A plain integer loop the compiler vectorizes. */
+ * patterns above infinity's are NaNs (F32 through the kernel table's absmax_f32, which does just
+ * that; the 16-bit formats in a loop the compiler vectorizes). */
 float tensor_absmax(const void *w, llava_dtype t, size_t n) {
-    if (t == LLAVA_DTYPE_F32) {
-        const uint32_t *p = w;
-        uint32_t mb = 0;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t v = p[i] & 0x7fffffffu;
-            mb = v > mb ? v : mb;
-        }
-        float f;
-        memcpy(&f, &mb, sizeof f);
-        return mb > 0x7f800000u ? NAN : f;
-    }
+    if (t == LLAVA_DTYPE_F32) return tensor_kernels_active()->absmax_f32(w, n);
     if (t != LLAVA_DTYPE_F16 && t != LLAVA_DTYPE_BF16) return NAN;
     const uint16_t *p = w;
     uint16_t mb = 0;
