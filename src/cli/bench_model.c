@@ -312,16 +312,22 @@ typedef struct bench_report {
 /* The rate a part's products run at, for its floor: int8 when quantized (at load or stored),
  * f16 when half precision was asked for and the CPU has it, else f32. Attention stays f32
  * whatever the products do, so the floor is a lower bound. */
+enum { RATE_F32, RATE_INT8, RATE_F16 };
+
+static int part_rate(const bench_opts *o, const bench_report *r, unsigned part) {
+    if (o->quant || r->stored_quant) return RATE_INT8;
+    if ((o->half_parts & part) && tensor_half_available() && r->mb.peak_half > 0) return RATE_F16;
+    return RATE_F32;
+}
+
 static double part_peak(const bench_opts *o, const bench_report *r, unsigned part) {
-    if (o->quant || r->stored_quant) return r->mb.peak_int8;
-    if ((o->half_parts & part) && tensor_half_available() && r->mb.peak_half > 0) return r->mb.peak_half;
-    return r->mb.peak;
+    int rate = part_rate(o, r, part);
+    return rate == RATE_INT8 ? r->mb.peak_int8 : rate == RATE_F16 ? r->mb.peak_half : r->mb.peak;
 }
 
 static const char *rate_name(const bench_opts *o, const bench_report *r, unsigned part) {
-    double p = part_peak(o, r, part);
-    return p == r->mb.peak_int8 && (o->quant || r->stored_quant) ? "int8 dot-product"
-           : p == r->mb.peak ? "f32 FMA" : "f16 FMA";
+    static const char *names[] = {"f32 FMA", "int8 dot-product", "f16 FMA"};
+    return names[part_rate(o, r, part)];
 }
 
 static void print_text(const bench_opts *o, const bench_report *r) {

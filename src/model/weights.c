@@ -359,6 +359,7 @@ llava_status llava_weights_half(llava_model *m, llava_error *err) {
     for (int i = 0; i < n; i++)
         if (!list[i]->quant) list[k++] = list[i];
     tensor_pool_for(m->pool, k, absmax_item, list);
+    for (int i = 0; i < k; i++) list[i]->half = 1;
     free(list);
     list = part_list(m, m->opt.half_parts & (LLAVA_PART_VISION | LLAVA_PART_PROJECTOR), &n);
     if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
@@ -379,11 +380,5 @@ llava_status llava_weights_half(llava_model *m, llava_error *err) {
         }
     }
     free(list);
-    if (st != LLAVA_OK) return st;
-    list = part_list(m, m->opt.half_parts, &n);
-    if (!list) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", m->dir);
-    for (int i = 0; i < n; i++)
-        if (!list[i]->quant) list[i]->half = 1;
-    free(list);
-    return LLAVA_OK;
+    return st;
 }

@@ -266,15 +266,13 @@ static TGT float absmax_f32(const float *x, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), mask));
+    if (i < n) { /* the tail through a masked load: lanes past n read as 0 */
+        __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        mx = _mm256_max_epu32(mx, _mm256_and_si256(_mm256_maskload_epi32((const int *)(x + i), live), mask));
+    }
     uint32_t lanes[8], mb = 0;
     _mm256_storeu_si256((__m256i *)lanes, mx);
     for (int j = 0; j < 8; j++) mb = lanes[j] > mb ? lanes[j] : mb;
-    for (; i < n; i++) {
-        uint32_t v;
-        memcpy(&v, x + i, sizeof v);
-        v &= 0x7fffffffu;
-        mb = v > mb ? v : mb;
-    }
     float f;
     memcpy(&f, &mb, sizeof f);
     return f;

@@ -262,7 +262,6 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
  * f16 lanes): the compilers this builds with do not all have the FP16 intrinsics, while every
  * assembler in Debian 12 knows the instruction. Runs only when isa.c found AVX512-FP16. */
 
-#define HMR 14
 #define HNR 64
 #define NEAREST (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
@@ -323,13 +322,6 @@ static TGT void to_half_words(uint32_t *dst, const float *x, float scale, size_t
     }
 }
 
-/* The words move as pack_x moves floats (bit for bit: loads, shuffles, stores), and the two
- * panels have the same height. */
-_Static_assert(HMR == MR, "the half x panel is packed by pack_x");
-static TGT void pack_x_half(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc) {
-    pack_x((float *)(void *)dst, (const float *)(const void *)xw, ldx, rows, kc);
-}
-
 /* f16 lanes of v (32) as two f32 registers, times u, into c[0..31]. */
 INL void flush_half(float *c, __m512 v, __m512 u, int add) {
     __m512i bits = _mm512_castps_si512(v);
@@ -350,20 +342,20 @@ INL void flush_half(float *c, __m512 v, __m512 u, int add) {
  * apart, which map to the same L1 sets) is read and written once per call. */
 static TGT void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
                            const float *unscale, int accumulate) {
-    float t[HMR * HNR] __attribute__((aligned(64)));
+    float t[MR * HNR] __attribute__((aligned(64)));
     for (int k0 = 0; k0 < kc; k0 += TENSOR_HALF_KB) {
         int ke = kc - k0 < TENSOR_HALF_KB ? kc : k0 + TENSOR_HALF_KB;
-        __m512 acc[HMR][2];
+        __m512 acc[MR][2];
 #pragma GCC unroll 14
-        for (int i = 0; i < HMR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
         for (int k = k0; k < ke; k++) {
             __m512 b0 = _mm512_loadu_ps((const float *)(b + (size_t)k * HNR));
             __m512 b1 = _mm512_loadu_ps((const float *)(b + (size_t)k * HNR + 32));
             _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR), _MM_HINT_T0);
             _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR + 32), _MM_HINT_T0);
 #pragma GCC unroll 14
-            for (int i = 0; i < HMR; i++) {
-                __m512 ai = _mm512_set1_ps(((const float *)a)[(size_t)k * HMR + i]);
+            for (int i = 0; i < MR; i++) {
+                __m512 ai = _mm512_set1_ps(((const float *)a)[(size_t)k * MR + i]);
                 __asm__("vfmadd231ph %2, %3, %0\n\tvfmadd231ph %2, %4, %1"
                         : "+v"(acc[i][0]), "+v"(acc[i][1])
                         : "v"(ai), "v"(b0), "v"(b1));
@@ -371,13 +363,13 @@ static TGT void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *
         }
         int add = k0 > 0;
 #pragma GCC unroll 14
-        for (int i = 0; i < HMR; i++) {
+        for (int i = 0; i < MR; i++) {
             __m512 u = _mm512_set1_ps(unscale[i]);
             flush_half(t + i * HNR, acc[i][0], u, add);
             flush_half(t + i * HNR + 32, acc[i][1], u, add);
         }
     }
-    for (int i = 0; i < HMR; i++) {
+    for (int i = 0; i < MR; i++) {
         float *ci = c + (size_t)i * ldc;
 #pragma GCC unroll 4
         for (int j = 0; j < HNR; j += 16) {
@@ -671,11 +663,9 @@ const tensor_kernels tensor_kernels_avx512 = {
     .rope = rope,
     .read_sum = read_sum,
     .fma_loop = fma_loop,
-    .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
     .to_half_words = to_half_words,
-    .pack_x_half = pack_x_half,
     .micro_half = micro_half,
     .fma_loop_half = fma_loop_half,
 };

@@ -196,7 +196,6 @@ static void rope(float *x, const float *cs, const float *sn, int h) {
 
 /* ---- half-precision GEMM: the arithmetic of the AVX512-FP16 one, in C ---- */
 
-#define HMR 4
 #define HNR 16
 
 /* v rounded to the nearest f16 (ties to even; past 65504 to inf), as a double. */
@@ -240,23 +239,18 @@ static void to_half_words(uint32_t *dst, const float *x, float scale, size_t n) 
     }
 }
 
-static void pack_x_half(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc) {
-    for (int k = 0; k < kc; k++)
-        for (int i = 0; i < HMR; i++) dst[(size_t)k * HMR + i] = i < rows ? xw[(size_t)i * ldx + (size_t)k] : 0;
-}
-
 /* a·b of two f16 is exact in double and so, but for far-apart magnitudes, is the sum with h:
  * rounding that once to f16 is the fused multiply-add of the instruction. */
 static void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
                        const float *unscale, int accumulate) {
-    for (int i = 0; i < HMR; i++)
+    for (int i = 0; i < MR; i++)
         for (int j = 0; j < HNR; j++) {
             float t = 0;
             for (int k0 = 0; k0 < kc; k0 += TENSOR_HALF_KB) {
                 int ke = kc - k0 < TENSOR_HALF_KB ? kc : k0 + TENSOR_HALF_KB;
                 double h = 0;
                 for (int k = k0; k < ke; k++)
-                    h = round_f16((double)llava_f16_to_f32((uint16_t)a[(size_t)k * HMR + i]) *
+                    h = round_f16((double)llava_f16_to_f32((uint16_t)a[(size_t)k * MR + i]) *
                                       (double)llava_f16_to_f32(b[(size_t)k * HNR + j]) + h);
                 t = k0 > 0 ? fmaf((float)h, unscale[i], t) : (float)h * unscale[i];
             }
@@ -307,10 +301,8 @@ const tensor_kernels tensor_kernels_scalar = {
     .rope = rope,
     .read_sum = read_sum,
     .fma_loop = fma_loop,
-    .hmr = HMR,
     .hnr = HNR,
     .pack_w_half = {pack_f32_half, pack_f16_half, pack_bf16_half},
     .to_half_words = to_half_words,
-    .pack_x_half = pack_x_half,
     .micro_half = micro_half,
 };

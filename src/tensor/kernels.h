@@ -16,10 +16,9 @@ typedef enum tensor_wfmt { TENSOR_WFMT_F32, TENSOR_WFMT_F16, TENSOR_WFMT_BF16, T
 /* The largest microkernel tile of any table (driver scratch is sized by it). */
 #define TENSOR_MR_MAX 16
 #define TENSOR_NR_MAX 32
-/* The same for the half-precision microkernels, and the run of k each of their f16 sums covers
- * (the overflow bound of tensor_matmul_half's row scaling counts on at most this many products
- * per f16 sum). */
-#define TENSOR_HMR_MAX 16
+/* The widest half-precision microkernel tile (its height is the table's mr), and the run of k
+ * each of its f16 sums covers (the overflow bound of tensor_matmul_half's row scaling counts on
+ * at most this many products per f16 sum). */
 #define TENSOR_HNR_MAX 64
 #define TENSOR_HALF_KB 64
 
@@ -52,20 +51,20 @@ typedef struct tensor_kernels {
      * from memory once, so it is read ahead by prefetch. */
     void (*gemv_nn)(float *y, const float *x, const float *b, size_t ldb, int n, int k);
 
-    /* Half-precision GEMM (tensor_matmul_half), where the table has one (hmr = 0: none). Each
-     * f16 value of x is stored twice in a 32-bit word, so that a 32-bit broadcast (a plain load)
-     * fills every f16 lane with it. Only called when the CPU has the instructions
-     * (tensor_half_available); the scalar table's versions compute the same bits in C. */
-    int hmr, hnr;
+    /* Half-precision GEMM (tensor_matmul_half), where the table has one (hnr = 0: none): tiles of
+     * mr rows (as the f32 one's) × hnr columns. Each f16 value of x is stored twice in a 32-bit
+     * word, so that a 32-bit broadcast (a plain load) fills every f16 lane with it; the x panels
+     * of such words are pack_x's (it moves 32-bit values without arithmetic). Only called when
+     * the CPU has the instructions (tensor_half_available); the scalar table's versions compute
+     * the same bits in C. */
+    int hnr;
     /* dst[k*hnr + j] = f16(W[j*ldw + k]) (nearest even), zero for j >= n (n <= hnr). */
     void (*pack_w_half[TENSOR_WFMT_COUNT])(uint16_t *dst, const void *w, size_t ldw, int n, int kc);
     /* dst[i] = f16(x[i] · scale) (nearest even) in both halves of the word, i < n: a row of x
      * in the words the x panels are made of (converted once per product, not once per panel). */
     void (*to_half_words)(uint32_t *dst, const float *x, float scale, size_t n);
-    /* dst[k*hmr + i] = xw[i*ldx + k], zero for i >= rows: the x panel, of such words. */
-    void (*pack_x_half)(uint32_t *dst, const uint32_t *xw, size_t ldx, int rows, int kc);
-    /* Over a full hmr × hnr tile, for each run of TENSOR_HALF_KB k (from 0):
-     *   h = 0 (f16); for k in the run: h = fma_f16(a[k*hmr + i], b[k*hnr + j], h)
+    /* Over a full mr × hnr tile, for each run of TENSOR_HALF_KB k (from 0):
+     *   h = 0 (f16); for k in the run: h = fma_f16(a[k*mr + i], b[k*hnr + j], h)
      *   t = fma_f32(f32(h), unscale[i], t)        (t = f32(h) · unscale[i] for the first run)
      * then c[i*ldc + j] = accumulate ? c + t : t. fma_f16 rounds once to f16, as vfmadd231ph. */
     void (*micro_half)(int kc, const uint32_t *a, const uint16_t *b, float *c, size_t ldc,
@@ -111,7 +110,7 @@ const tensor_kernels *tensor_kernels_for(tensor_isa isa);
  * (the caller then allocates its own). */
 void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
 
-/* tensor_matmul_half through a given table (hmr > 0), whatever the CPU: tests compare tables
+/* tensor_matmul_half through a given table (hnr > 0), whatever the CPU: tests compare tables
  * with it (the scalar table runs anywhere). panels: W packed by tensor_half_pack_with with the
  * same table, or NULL (packed per block as the product goes). */
 void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,

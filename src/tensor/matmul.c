@@ -70,6 +70,12 @@ static void gemv_item(void *ctx, int item, int ith) {
 
 /* ---- many rows: blocked GEMM ---- */
 
+/* An edge tile (fewer than mr rows or nr columns) goes through a full-size scratch tile: the
+ * mt × nt part that exists is copied in (when accumulating) and out. */
+static void edge_tile(float *dst, size_t ldd, const float *src, size_t lds, int mt, int nt) {
+    for (int i = 0; i < mt; i++) memcpy(dst + (size_t)i * ldd, src + (size_t)i * lds, (size_t)nt * sizeof(float));
+}
+
 typedef struct gemm_scratch {
     float *ap;  /* packed x panel: mr × KC */
     float *bp;  /* packed W block: NC × KC */
@@ -107,12 +113,9 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
                         k->micro(kc, s->ap, bt, yt, c->ldy, acc);
                         continue;
                     }
-                    /* Edge tile: through a full-size scratch tile, copying only what exists. */
-                    for (int i = 0; i < mt; i++)
-                        if (acc) memcpy(s->ct + i * nr, yt + (size_t)i * c->ldy, (size_t)nt * sizeof(float));
+                    if (acc) edge_tile(s->ct, (size_t)nr, yt, c->ldy, mt, nt);
                     k->micro(kc, s->ap, bt, s->ct, (size_t)nr, acc);
-                    for (int i = 0; i < mt; i++)
-                        memcpy(yt + (size_t)i * c->ldy, s->ct + i * nr, (size_t)nt * sizeof(float));
+                    edge_tile(yt, c->ldy, s->ct, (size_t)nr, mt, nt);
                 }
             }
         }
@@ -245,15 +248,15 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
 #define NC_HALF 1024
 
 typedef struct half_scratch {
-    uint32_t *ap; /* packed x panel: hmr × KC_HALF words */
+    uint32_t *ap; /* packed x panel: mr × KC_HALF words */
     uint16_t *bp; /* packed W block: NC_HALF × KC_HALF f16 */
-    float *ct;    /* one edge tile: hmr × hnr */
+    float *ct;    /* one edge tile: mr × hnr */
 } half_scratch;
 
 /* gemm_block's loops, on f16 panels; each row block's scales go with its panel. */
 static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int m1, int n0, int n1) {
     const tensor_kernels *k = c->k;
-    const int mr = k->hmr, nr = k->hnr;
+    const int mr = k->mr, nr = k->hnr;
     for (int nb = n0; nb < n1; nb += NC_HALF) {
         int ne = nb + NC_HALF < n1 ? nb + NC_HALF : n1;
         for (int kb = 0; kb < c->K; kb += KC_HALF) {
@@ -265,8 +268,10 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
             }
             for (int mb = m0; mb < m1; mb += mr) {
                 int mt = m1 - mb < mr ? m1 - mb : mr;
-                k->pack_x_half(s->ap, c->xw + (size_t)mb * c->ldx + kb, c->ldx, mt, kc);
-                float unscale[TENSOR_HMR_MAX];
+                /* the words move as floats do: pack_x only copies */
+                k->pack_x((float *)(void *)s->ap, (const float *)(const void *)(c->xw + (size_t)mb * c->ldx + kb),
+                          c->ldx, mt, kc);
+                float unscale[TENSOR_MR_MAX];
                 for (int i = 0; i < mr; i++) unscale[i] = i < mt ? c->unscale[mb + i] : 0.0f;
                 for (int n = nb; n < ne; n += nr) {
                     int nt = ne - n < nr ? ne - n : nr;
@@ -278,11 +283,9 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
                         k->micro_half(kc, s->ap, bt, yt, c->ldy, unscale, acc);
                         continue;
                     }
-                    for (int i = 0; i < mt; i++)
-                        if (acc) memcpy(s->ct + i * nr, yt + (size_t)i * c->ldy, (size_t)nt * sizeof(float));
+                    if (acc) edge_tile(s->ct, (size_t)nr, yt, c->ldy, mt, nt);
                     k->micro_half(kc, s->ap, bt, s->ct, (size_t)nr, unscale, acc);
-                    for (int i = 0; i < mt; i++)
-                        memcpy(yt + (size_t)i * c->ldy, s->ct + i * nr, (size_t)nt * sizeof(float));
+                    edge_tile(yt, c->ldy, s->ct, (size_t)nr, mt, nt);
                 }
             }
         }
@@ -290,9 +293,9 @@ static void gemm_block_half(const mm_ctx *c, const half_scratch *s, int m0, int 
     add_bias(c, m0, m1, n0, n1);
 }
 
-#define BYTES_AP_HALF ((size_t)TENSOR_HMR_MAX * KC_HALF * sizeof(uint32_t))
+#define BYTES_AP_HALF ((size_t)TENSOR_MR_MAX * KC_HALF * sizeof(uint32_t))
 #define BYTES_BP_HALF ((size_t)NC_HALF * KC_HALF * sizeof(uint16_t))
-#define BYTES_CT_HALF ((size_t)TENSOR_HMR_MAX * TENSOR_HNR_MAX * sizeof(float))
+#define BYTES_CT_HALF ((size_t)TENSOR_MR_MAX * TENSOR_HNR_MAX * sizeof(float))
 
 static void gemm_item_half(const mm_ctx *c, char *mem, int m0, int m1, int n0, int n1) {
     half_scratch s = {(uint32_t *)mem, (uint16_t *)(mem + BYTES_AP_HALF), (float *)(mem + BYTES_AP_HALF + BYTES_BP_HALF)};
@@ -353,7 +356,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
                              const float *bias, int M, int N, int K) {
     int fmt = tensor_wfmt_of(wtype);
     /* Weights f16 cannot hold (or a maximum that is not a number) have no half-precision form. */
-    if (M <= 0 || N <= 0 || K <= 0 || fmt < 0 || k->hmr <= 0 || !(w_absmax <= 65504.0f)) {
+    if (M <= 0 || N <= 0 || K <= 0 || fmt < 0 || k->hnr <= 0 || !(w_absmax <= 65504.0f)) {
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
@@ -373,7 +376,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
     /* With W's panels made, a block of rows may take every column at no packing cost: items
      * split M, and each x panel serves all N's tiles instead of one item's few (N = 1024 over
      * 2 threads: 2.6 vs 3.8 ms; 4096 columns: 11.6 vs 12.6). */
-    gemm_run(pool, &c, gemm_slice_half, k->hmr, k->hnr, panels ? N : MIN_ITEM_N, 4);
+    gemm_run(pool, &c, gemm_slice_half, k->mr, k->hnr, panels ? N : MIN_ITEM_N, 4);
     free(xw);
     free(unscale);
 }
@@ -413,14 +416,14 @@ static void half_pack_item(void *ctx, int item, int ith) {
 }
 
 size_t tensor_half_packed_bytes_with(const tensor_kernels *k, int N, int K) {
-    if (k->hmr <= 0 || N <= 0 || K <= 0) return 0;
+    if (k->hnr <= 0 || N <= 0 || K <= 0) return 0;
     return (size_t)((N + k->hnr - 1) / k->hnr) * (size_t)k->hnr * (size_t)K * sizeof(uint16_t);
 }
 
 int tensor_half_pack_with(const tensor_kernels *k, tensor_pool *pool, uint16_t *dst, const void *w,
                           llava_dtype t, int N, int K) {
     int fmt = tensor_wfmt_of(t);
-    if (fmt < 0 || k->hmr <= 0 || N <= 0 || K <= 0) return -1;
+    if (fmt < 0 || k->hnr <= 0 || N <= 0 || K <= 0) return -1;
     half_pack_ctx h = {.k = k, .dst = dst, .w = w, .fmt = fmt, .esize = llava_dtype_size(t), .N = N, .K = K};
     tensor_pool_for(pool, (N + k->hnr - 1) / k->hnr * ((K + KC_HALF - 1) / KC_HALF), half_pack_item, &h);
     return 0;
