@@ -92,9 +92,15 @@ typedef struct llava_engine_config {
      * the embeddings and the patch convolution. A checkpoint stored quantized (`llava quantize`)
      * is used as it is either way. */
     int quant;
+    /* The KV cache's element type: LLAVA_KV_CACHE_F32 (0: exact) or LLAVA_KV_CACHE_F16 (half the
+     * memory per position and half the cache bytes each decoded token reads; keys and values
+     * rounded to f16, about 1e-3 relative error on the logits; llama.cpp's default). */
+    int kv_cache;
 } llava_engine_config;
 
 enum { LLAVA_QUANT_LOAD_NONE = 0, LLAVA_QUANT_LOAD_Q8_0 = 1, LLAVA_QUANT_LOAD_Q4_0 = 2 };
+
+enum { LLAVA_KV_CACHE_F32 = 0, LLAVA_KV_CACHE_F16 = 1 };
 
 enum { LLAVA_HALF_VISION = 1, LLAVA_HALF_PROJECTOR = 2, LLAVA_HALF_TEXT = 4, LLAVA_HALF_LM_HEAD = 8 };
 

@@ -293,6 +293,10 @@ static void test_open_arguments(void **state) {
     assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
     assert_non_null(strstr(err.message, "quant"));
     cfg.quant = LLAVA_QUANT_LOAD_NONE;
+    cfg.kv_cache = 2;
+    assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.message, "kv_cache"));
+    cfg.kv_cache = LLAVA_KV_CACHE_F16; /* opened below */
     cfg.n_ctx = -1;
     assert_int_equal(llava_engine_open(&cfg, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);
     assert_int_equal(llava_engine_open(NULL, &e, &err), LLAVA_ERR_INVALID_ARGUMENT);

@@ -99,6 +99,11 @@ def check_case(name, prompt, raw, tmp):
               "--quant", "q8_0", *extra)
     assert r.returncode == 0, f"{name}: run --quant failed: {r.stderr}"
     assert json.loads(r.stdout)["token_ids"] == info["generated_ids"], f"{name}: --quant q8_0 tokens"
+    # an f16 KV cache: ~1e-4 on these models' logits, the same greedy tokens (test_model_quant.c)
+    r = llava("run", "-m", model, "-i", image_of(case), "-p", prompt, "-n", "16", "--json", "-t", "2",
+              "--kv-cache", "f16", *extra)
+    assert r.returncode == 0, f"{name}: run --kv-cache failed: {r.stderr}"
+    assert json.loads(r.stdout)["token_ids"] == info["generated_ids"], f"{name}: --kv-cache f16 tokens"
 
 
 def expect_failure(args, *needles):
@@ -130,6 +135,7 @@ def check_bad_requests(tmp):
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "vision,"], "--half", "vision,")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--half", "decoder"], "--half", "decoder")
     expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--quant", "q5_k"], "--quant", "q5_k")
+    expect_failure(["run", "-m", model, "-i", image, "-p", "What?", "--kv-cache", "q8_0"], "--kv-cache", "q8_0")
 
 
 def check_default_model():

@@ -60,13 +60,15 @@ static void outputs_free(outputs *o) {
 }
 
 /* Loads dir with the given quantization, runs the reference's inputs, fills o. */
-static void run_model(const char *dir, llava_quant q, unsigned half, const st_file *ref, outputs *o) {
+static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, const st_file *ref,
+                      outputs *o) {
     llava_error err;
     llava_model_options opt;
     llava_model_options_default(&opt);
     opt.n_threads = 2;
     opt.quant = q;
     opt.half_parts = half;
+    opt.kv_cache = kv;
     llava_model *m = NULL;
     if (llava_model_load(dir, &opt, &m, &err) != LLAVA_OK) fail_msg("%s", err.message);
     llava_model_info info;
@@ -136,7 +138,7 @@ static void run_fixture(const char *name) {
     static const double bound[2] = {0.05, 0.5};
     for (int qi = 0; qi < 2; qi++) {
         outputs o = {0};
-        run_model(dir, quants[qi], 0, ref, &o);
+        run_model(dir, quants[qi], 0, LLAVA_KV_F32, ref, &o);
         int same = report(name, names[qi], &o, ref, bound[qi]);
         if (quants[qi] == LLAVA_QUANT_Q8_0) {
             assert_int_equal(o.gen.n, gen->numel);
@@ -153,14 +155,14 @@ static void run_fixture(const char *name) {
                      bin, dir, out, names[qi]);
             assert_int_equal(system(cmd), 0);
             outputs f = {0};
-            run_model(out, LLAVA_QUANT_NONE, 0, ref, &f);
+            run_model(out, LLAVA_QUANT_NONE, 0, LLAVA_KV_F32, ref, &f);
             assert_memory_equal(f.logits, o.logits, o.n_logits * sizeof(float));
             assert_memory_equal(f.imf, o.imf, o.n_imf * sizeof(float));
             assert_int_equal(f.gen.n, o.gen.n);
             assert_memory_equal(f.gen.ids, o.gen.ids, (size_t)o.gen.n * sizeof(int32_t));
             /* asking for a format again on a quantized checkpoint changes nothing */
             outputs g = {0};
-            run_model(out, quants[qi], 0, ref, &g);
+            run_model(out, quants[qi], 0, LLAVA_KV_F32, ref, &g);
             assert_memory_equal(g.logits, o.logits, o.n_logits * sizeof(float));
             outputs_free(&g);
             outputs_free(&f);
@@ -177,12 +179,23 @@ static void run_fixture(const char *name) {
     static const char *half_names[2] = {"half vision,projector", "half all"};
     for (int hi = 0; hi < 2; hi++) {
         outputs o = {0};
-        run_model(dir, LLAVA_QUANT_NONE, halves[hi], ref, &o);
+        run_model(dir, LLAVA_QUANT_NONE, halves[hi], LLAVA_KV_F32, ref, &o);
         char what[96];
         snprintf(what, sizeof what, "%s (%s)", half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here");
         report(name, what, &o, ref, 1e-2);
         outputs_free(&o);
     }
+
+    /* An f16 KV cache, the weights as stored: keys and values rounded to f16 (11-bit
+     * significand) move the logits by ~1e-3 and, with these margins, no greedy token; the image
+     * features do not see the cache (the exact path's ~1e-6). */
+    outputs o = {0};
+    run_model(dir, LLAVA_QUANT_NONE, 0, LLAVA_KV_F16, ref, &o);
+    int same = report(name, "kv-cache f16", &o, ref, 1e-2);
+    assert_int_equal(o.gen.n, gen->numel);
+    assert_int_equal(same, gen->numel);
+    assert_true(rel_error(o.imf, ref_tensor(ref, "image_features")->data, o.n_imf) < 1e-4);
+    outputs_free(&o);
     st_file_close(ref);
 }
 

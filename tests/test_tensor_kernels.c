@@ -180,15 +180,29 @@ static void test_matmul_zero_k_and_bias(void **state) {
     assert_true(isnan(y[0]) && isnan(y[2]));
 }
 
-static void check_matmul_nn(tensor_pool *pool, int M, int N, int K, rng *r) {
+/* b's elements rounded to type t (F16 or BF16) into bt, and b set to their exact values, so that
+ * a reference over b is the reference of a product reading bt; F32 leaves both as they are. */
+static const void *typed_copy(float *b, uint16_t *bt, size_t n, llava_dtype t) {
+    if (t == LLAVA_DTYPE_F32) return b;
+    for (size_t i = 0; i < n; i++) {
+        bt[i] = t == LLAVA_DTYPE_F16 ? llava_f32_to_f16(b[i]) : llava_f32_to_bf16(b[i]);
+        b[i] = t == LLAVA_DTYPE_F16 ? llava_f16_to_f32(bt[i]) : llava_bf16_to_f32(bt[i]);
+    }
+    return bt;
+}
+
+static void check_matmul_nn(tensor_pool *pool, llava_dtype bt, int M, int N, int K, rng *r) {
     int ldx = K + 3, ldb = N + 5, ldy = N + 2;
-    float *x = malloc(sizeof(float) * (size_t)M * ldx), *b = malloc(sizeof(float) * (size_t)(K ? K : 1) * ldb);
+    size_t nb = (size_t)(K ? K : 1) * ldb;
+    float *x = malloc(sizeof(float) * (size_t)M * ldx), *b = malloc(sizeof(float) * nb);
     float *y = malloc(sizeof(float) * (size_t)M * ldy);
-    assert_true(x && b && y);
+    uint16_t *b16 = malloc(sizeof(uint16_t) * nb);
+    assert_true(x && b && y && b16);
     fill(r, x, (size_t)M * ldx, 1.0f);
-    fill(r, b, (size_t)(K ? K : 1) * ldb, 1.0f);
+    fill(r, b, nb, 1.0f);
+    const void *bp = typed_copy(b, b16, nb, bt);
     for (size_t i = 0; i < (size_t)M * ldy; i++) y[i] = 777.0f;
-    tensor_matmul_nn(pool, y, ldy, x, ldx, b, ldb, M, N, K);
+    tensor_matmul_nn(pool, y, ldy, x, ldx, bp, bt, ldb, M, N, K);
     for (int m = 0; m < M; m++) {
         for (int n = 0; n < N; n++) {
             double ref = 0, scale = 0;
@@ -199,30 +213,40 @@ static void check_matmul_nn(tensor_pool *pool, int M, int N, int K, rng *r) {
             }
             double err = fabs(y[(size_t)m * ldy + n] - ref);
             if (!(err <= 1e-5 * scale + 1e-30))
-                fail_msg("nn %s M=%d N=%d K=%d [%d,%d] %.9g vs %.9g", tensor_isa_name(tensor_isa_active()), M, N, K,
-                         m, n, (double)y[(size_t)m * ldy + n], ref);
+                fail_msg("nn %s %s M=%d N=%d K=%d [%d,%d] %.9g vs %.9g", tensor_isa_name(tensor_isa_active()),
+                         llava_dtype_name(bt), M, N, K, m, n, (double)y[(size_t)m * ldy + n], ref);
         }
         for (int n = N; n < ldy; n++) assert_true(y[(size_t)m * ldy + n] == 777.0f); /* padding untouched */
     }
     free(x);
     free(b);
     free(y);
+    free(b16);
 }
 
 static void test_matmul_nn(void **state) {
     (void)state;
     rng r = {42};
     tensor_pool *pool = tensor_pool_create(2);
+    static const llava_dtype bts[] = {LLAVA_DTYPE_F32, LLAVA_DTYPE_F16, LLAVA_DTYPE_BF16};
     for (int p = 0; p < n_paths(); p++) {
         tensor_isa_set((tensor_isa)p);
-        check_matmul_nn(pool, 1, 128, 37, &r);
-        check_matmul_nn(NULL, 3, 17, 5, &r);
-        check_matmul_nn(pool, 1, 300, 1, &r);
-        check_matmul_nn(pool, 50, 64, 50, &r);
-        check_matmul_nn(pool, 130, 40, 300, &r);
-        check_matmul_nn(NULL, 7, 1, 9, &r);
-        check_matmul_nn(pool, 2, 5, 0, &r);
+        for (int t = 0; t < 3; t++) {
+            check_matmul_nn(pool, bts[t], 1, 128, 37, &r);
+            check_matmul_nn(NULL, bts[t], 3, 17, 5, &r);
+            check_matmul_nn(pool, bts[t], 1, 300, 1, &r);
+            check_matmul_nn(pool, bts[t], 1, 200, 70, &r); /* a 128-column run, then 72 */
+            check_matmul_nn(pool, bts[t], 50, 64, 50, &r);
+            check_matmul_nn(pool, bts[t], 130, 40, 300, &r);
+            check_matmul_nn(NULL, bts[t], 7, 1, 9, &r);
+            check_matmul_nn(pool, bts[t], 2, 5, 0, &r);
+        }
     }
+    /* a type it cannot read: NaN, as tensor_matmul */
+    float y[2] = {0, 0}, x1 = 1;
+    int8_t b8[2] = {1, 2};
+    tensor_matmul_nn(NULL, y, 2, &x1, 1, b8, LLAVA_DTYPE_I8, 2, 1, 2, 1);
+    assert_true(isnan(y[0]) && isnan(y[1]));
     tensor_pool_destroy(pool);
     restore_isa();
 }
@@ -376,21 +400,32 @@ static void test_matmul_half(void **state) {
 
 /* tensor_attention_head against a float64 softmax(scale·QKᵀ)·V over the keys each row sees.
  * Strided q, k, v and out (heads side by side), outputs' padding untouched. */
-static void check_attention(int n_q, int n_keys, int hd, int pos0, int window, rng *r) {
+/* With K and V of type kt (an f16 cache): the same bits as the f32 call on their exact values. */
+static void check_attention(llava_dtype kt, int n_q, int n_keys, int hd, int pos0, int window, rng *r) {
     int ldq = hd * 3 + 1, ldk = hd * 2 + 5, ldo = hd + 7;
-    float *q = malloc(sizeof(float) * (size_t)n_q * ldq), *k = malloc(sizeof(float) * (size_t)n_keys * ldk);
-    float *v = malloc(sizeof(float) * (size_t)n_keys * ldk), *out = malloc(sizeof(float) * (size_t)n_q * ldo);
+    size_t nkv = (size_t)n_keys * ldk;
+    float *q = malloc(sizeof(float) * (size_t)n_q * ldq), *k = malloc(sizeof(float) * nkv);
+    float *v = malloc(sizeof(float) * nkv), *out = malloc(sizeof(float) * (size_t)n_q * ldo);
+    float *out32 = malloc(sizeof(float) * (size_t)n_q * ldo);
+    uint16_t *k16 = malloc(sizeof(uint16_t) * nkv), *v16 = malloc(sizeof(uint16_t) * nkv);
     float *scratch = malloc(sizeof(float) * tensor_attention_scratch_floats(n_keys, hd));
     double *p = malloc(sizeof(double) * (size_t)n_keys);
-    assert_true(q && k && v && out && scratch && p);
+    assert_true(q && k && v && out && out32 && k16 && v16 && scratch && p);
     fill(r, q, (size_t)n_q * ldq, 2.0f);
-    fill(r, k, (size_t)n_keys * ldk, 2.0f);
-    fill(r, v, (size_t)n_keys * ldk, 1.0f);
-    for (size_t i = 0; i < (size_t)n_q * ldo; i++) out[i] = 777.0f;
+    fill(r, k, nkv, 2.0f);
+    fill(r, v, nkv, 1.0f);
+    const char *kp = typed_copy(k, k16, nkv, kt), *vp = typed_copy(v, v16, nkv, kt);
+    for (size_t i = 0; i < (size_t)n_q * ldo; i++) out[i] = out32[i] = 777.0f;
     /* garbage in the scratch must not matter */
     for (size_t i = 0; i < tensor_attention_scratch_floats(n_keys, hd); i++) scratch[i] = __builtin_nanf("");
     float scale = 1.0f / sqrtf((float)hd);
-    tensor_attention_head(out, ldo, q, ldq, n_q, k, ldk, v + 1, ldk, n_keys, hd, scale, pos0, window, scratch);
+    tensor_attention_head(out, ldo, q, ldq, n_q, kp, ldk, vp + llava_dtype_size(kt), ldk, kt, n_keys, hd, scale,
+                          pos0, window, scratch);
+    if (kt != LLAVA_DTYPE_F32) {
+        tensor_attention_head(out32, ldo, q, ldq, n_q, k, ldk, v + 1, ldk, LLAVA_DTYPE_F32, n_keys, hd, scale,
+                              pos0, window, scratch);
+        assert_memory_equal(out, out32, sizeof(float) * (size_t)n_q * ldo);
+    }
     for (int i = 0; i < n_q; i++) {
         int lo = 0, hi = n_keys - 1;
         if (pos0 >= 0) {
@@ -411,14 +446,18 @@ static void check_attention(int n_q, int n_keys, int hd, int pos0, int window, r
             double got = out[(size_t)i * ldo + c];
             /* f32 scores of |q·k| up to 4·hd·scale, then a convex mix of |v| <= 1 */
             if (!(fabs(got - ref) <= 2e-5 + 1e-5 * sqrt((double)hd)))
-                fail_msg("attention %s n_q=%d keys=%d hd=%d pos0=%d window=%d [%d,%d] %.9g vs %.9g",
-                         tensor_isa_name(tensor_isa_active()), n_q, n_keys, hd, pos0, window, i, c, got, ref);
+                fail_msg("attention %s %s n_q=%d keys=%d hd=%d pos0=%d window=%d [%d,%d] %.9g vs %.9g",
+                         tensor_isa_name(tensor_isa_active()), llava_dtype_name(kt), n_q, n_keys, hd, pos0, window, i,
+                         c, got, ref);
         }
         for (int c = hd; c < ldo; c++) assert_true(out[(size_t)i * ldo + c] == 777.0f);
     }
     free(q);
     free(k);
     free(v);
+    free(k16);
+    free(v16);
+    free(out32);
     free(out);
     free(scratch);
     free(p);
@@ -429,13 +468,16 @@ static void test_attention_head(void **state) {
     rng r = {0xa77e};
     for (int p = 0; p < n_paths(); p++) {
         tensor_isa_set((tensor_isa)p);
-        check_attention(37, 37, 64, -1, 0, &r);     /* vision-like: all keys, edge tiles */
-        check_attention(30, 300, 80, -1, 0, &r);    /* head size not a multiple of the tile */
-        check_attention(50, 50, 128, 0, 0, &r);     /* causal prompt from position 0 */
-        check_attention(29, 600, 64, 571, 0, &r);   /* causal chunk after a cache: > one key block */
-        check_attention(40, 70, 32, 30, 6, &r);     /* sliding window */
-        check_attention(1, 5, 16, 4, 0, &r);        /* one query */
-        check_attention(16, 3, 8, -1, 0, &r);       /* fewer keys than a tile */
+        for (int t = 0; t < 2; t++) {
+            llava_dtype kt = t ? LLAVA_DTYPE_F16 : LLAVA_DTYPE_F32;
+            check_attention(kt, 37, 37, 64, -1, 0, &r);   /* vision-like: all keys, edge tiles */
+            check_attention(kt, 30, 300, 80, -1, 0, &r);  /* head size not a multiple of the tile */
+            check_attention(kt, 50, 50, 128, 0, 0, &r);   /* causal prompt from position 0 */
+            check_attention(kt, 29, 600, 64, 571, 0, &r); /* causal chunk after a cache: > one key block */
+            check_attention(kt, 40, 70, 32, 30, 6, &r);   /* sliding window */
+            check_attention(kt, 1, 5, 16, 4, 0, &r);      /* one query */
+            check_attention(kt, 16, 3, 8, -1, 0, &r);     /* fewer keys than a tile */
+        }
     }
     restore_isa();
 }
@@ -723,6 +765,44 @@ static void test_to_f32(void **state) {
     restore_isa();
 }
 
+/* Every path rounds as llava_f32_to_f16 (nearest even; subnormals; beyond 65504 inf), bit for
+ * bit but for NaN payloads (a NaN stays a NaN), every tail length. */
+static void test_to_f16(void **state) {
+    (void)state;
+    size_t n = 70000;
+    float *src = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    assert_true(src && h);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)(i * 2654435761u); /* every exponent, sign and mantissa */
+        memcpy(&src[i], &bits, 4);
+    }
+    /* ties at the f16 precision, both parities; the edges of the range */
+    static const float edges[] = {1.0f + 0x1p-11f, 1.0f + 3 * 0x1p-11f, 65504.0f, 65519.0f, 65520.0f,
+                                  0x1p-24f, 0x1p-25f, 0x1.8p-25f, -0x1p-14f, 0.0f, -0.0f, INFINITY};
+    memcpy(src, edges, sizeof edges);
+    for (int p = 0; p < n_paths(); p++) {
+        tensor_isa_set((tensor_isa)p);
+        for (size_t len = 0; len < 40; len++) {
+            tensor_to_f16(h, src, len);
+            for (size_t i = 0; i < len; i++) {
+                uint16_t e = llava_f32_to_f16(src[i]);
+                assert_true(h[i] == e || (isnan(src[i]) && (h[i] & 0x7c00) == 0x7c00 && (h[i] & 0x3ff)));
+            }
+        }
+        tensor_to_f16(h, src, n);
+        for (size_t i = 0; i < n; i++) {
+            uint16_t e = llava_f32_to_f16(src[i]);
+            if (!(h[i] == e || (isnan(src[i]) && (h[i] & 0x7c00) == 0x7c00 && (h[i] & 0x3ff))))
+                fail_msg("to_f16 %s [%zu] %a: 0x%04x vs 0x%04x", tensor_isa_name(tensor_isa_active()), i,
+                         (double)src[i], h[i], e);
+        }
+    }
+    free(src);
+    free(h);
+    restore_isa();
+}
+
 /* ---- thread pool ---- */
 
 typedef struct count_ctx {
@@ -837,6 +917,7 @@ int main(void) {
         cmocka_unit_test(test_rope_inv_freq),
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_to_f32),
+        cmocka_unit_test(test_to_f16),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_sleep_wake),
         cmocka_unit_test(test_probes),

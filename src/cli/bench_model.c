@@ -31,6 +31,8 @@ static const char BENCH_MODEL_USAGE[] =
     "      --half PARTS         half-precision products (f16 multiply-adds, ~1e-3 relative\n"
     "                           error) for PARTS: vision,projector,text,lm_head or all; needs\n"
     "                           AVX512-FP16 (elsewhere the products stay exact)\n"
+    "      --kv-cache T         the KV cache's type: f32 (default, exact) or f16 (half the\n"
+    "                           cache bytes each decoded token reads; llama.cpp's default)\n"
     "      --image FILE         image to decode and encode (default: generated 640x480 pixels,\n"
     "                           preprocessed but not decoded)\n"
     "      --prompt-tokens N    text tokens after the image (default 64)\n"
@@ -204,6 +206,7 @@ typedef struct bench_opts {
     int probe, json;
     int quant; /* 0, or 1 + tensor_qtype */
     unsigned half_parts; /* LLAVA_PART_* bits asked for half precision */
+    int kv_f16;          /* an f16 KV cache (--kv-cache f16) */
     int vision_only;
 } bench_opts;
 
@@ -345,6 +348,7 @@ static void print_text(const bench_opts *o, const bench_report *r) {
         printf("half-precision products: %s (%s)\n", parts,
                tensor_half_available() ? "AVX512-FP16" : "not on this CPU: the products stay exact");
     }
+    if (o->kv_f16) printf("KV cache: f16\n");
     if (o->vision_only)
         printf("request: 1 image through the vision tower and projector only\n");
     else
@@ -404,6 +408,7 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     char parts[64];
     cli_parts_name(o->half_parts, parts, sizeof parts);
     printf("\"half\":\"%s\",\"half_active\":%s,", parts, o->half_parts && tensor_half_available() ? "true" : "false");
+    printf("\"kv_cache\":\"%s\",", o->kv_f16 ? "f16" : "f32");
     printf("\"prompt_tokens\":%d,\"positions\":%d,\"gen_tokens\":%d,", o->prompt_tokens, r->positions,
            o->gen_tokens);
     if (r->have_bounds)
@@ -452,7 +457,7 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_VISION = 253, OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
+    enum { OPT_KV = 252, OPT_VISION = 253, OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
@@ -460,7 +465,7 @@ int bench_model(int argc, char **argv) {
         {"repeat", required_argument, 0, OPT_REPEAT}, {"warmup", required_argument, 0, OPT_WARMUP},
         {"no-probe", no_argument, 0, OPT_NOPROBE},     {"json", no_argument, 0, OPT_JSON},
         {"prefill-chunk", required_argument, 0, OPT_CHUNK}, {"half", required_argument, 0, OPT_HALF},
-        {"vision-only", no_argument, 0, OPT_VISION},
+        {"vision-only", no_argument, 0, OPT_VISION},  {"kv-cache", required_argument, 0, OPT_KV},
         {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
     optind = 1;
     int c;
@@ -477,6 +482,12 @@ int bench_model(int argc, char **argv) {
             if (cli_parse_parts(optarg, &o.half_parts) != 0)
                 return cli_fail("bench: --half takes parts from vision,projector,text,lm_head,all, not '%s'", optarg);
             break;
+        case OPT_KV: {
+            int kv;
+            if (cli_parse_kv_cache(optarg, &kv) != 0) return cli_fail("bench: --kv-cache takes f32 or f16, not '%s'", optarg);
+            o.kv_f16 = kv == LLAVA_KV_CACHE_F16;
+            break;
+        }
         case OPT_IMAGE: o.image = optarg; break;
         case OPT_VISION: o.vision_only = 1; break;
         case OPT_PROMPT: if (parse_int(optarg, "--prompt-tokens", 0, 1 << 20, &o.prompt_tokens)) return 1; break;
@@ -510,6 +521,7 @@ int bench_model(int argc, char **argv) {
     mo.n_threads = o.threads;
     mo.prefill_chunk = o.prefill_chunk;
     mo.half_parts = o.half_parts;
+    mo.kv_cache = o.kv_f16 ? LLAVA_KV_F16 : LLAVA_KV_F32;
     mo.quant = o.quant == 1 + TENSOR_Q8_0 ? LLAVA_QUANT_Q8_0 : o.quant == 1 + TENSOR_Q4_0 ? LLAVA_QUANT_Q4_0 : LLAVA_QUANT_NONE;
     llava_model *m = NULL;
     llava_session *s = NULL;
@@ -567,10 +579,10 @@ int bench_model(int argc, char **argv) {
 
         const hf_llava_config *cfg = llava_model_config(m);
         const hf_text_config *tc = &cfg->text;
-        /* f32 KV cache: keys and values of every layer over the positions seen, on average
+        /* the KV cache: keys and values of every layer over the positions seen, on average
          * halfway through the generated tokens */
         double ctx = r.positions + o.gen_tokens / 2.0;
-        double kv = 2.0 * tc->num_hidden_layers * tc->num_key_value_heads * tc->head_dim * ctx * 4.0;
+        double kv = 2.0 * tc->num_hidden_layers * tc->num_key_value_heads * tc->head_dim * ctx * (o.kv_f16 ? 2.0 : 4.0);
         r.bytes_per_token = decoder_weight_bytes(o.dir, o.quant, &r.stored_quant) + kv;
         r.vision_gflop = vision_flops(cfg, llava_model_feature_rows(m)) * 1e-9;
         r.prefill_gflop = prefill_flops(tc, r.positions) * 1e-9;

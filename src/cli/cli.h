@@ -36,6 +36,8 @@ void cli_parts_name(unsigned bits, char *out, size_t n);
 
 /* "q8_0" / "q4_0" (case-insensitive) as llava_engine_config.quant: 0, or -1 for another name. */
 int cli_parse_quant(const char *s, int *out);
+/* "f32" / "f16" as llava_engine_config.kv_cache: 0, or -1 for another name. */
+int cli_parse_kv_cache(const char *s, int *out);
 
 /* Prints "llava: <message>" to stderr; returns 1 (the exit code for errors). */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -35,6 +35,8 @@ static void serve_usage(FILE *out) {
             "  --quant T                quantize the weights at load: q8_0 or q4_0 (int8 products)\n"
             "  --half PARTS             half-precision products (f16, ~1e-3 relative error; CPUs\n"
             "                           with AVX512-FP16) for vision,projector,text,lm_head or all\n"
+            "  --kv-cache T             the KV cache's type: f32 (exact) or f16 (half the memory,\n"
+            "                           ~1e-3 relative error; llama.cpp's default) (f32)\n"
             "  --prep-threads N         image/tokenizer threads, 1 or 2 (1)\n"
             "  --ctx N                  context limit (the model's)\n"
             "  --engine-nice N          nice value of the engine's threads above the HTTP\n"
@@ -150,6 +152,8 @@ int cmd_serve(int argc, char **argv) {
             if (parse_int(a, v, 1, 86400, &cfg.idle_timeout_s)) return 1;
         } else if (!strcmp(a, "--quant")) {
             if (cli_parse_quant(v, &cfg.quant) != 0) return cli_fail("--quant %s: expected q8_0 or q4_0", v);
+        } else if (!strcmp(a, "--kv-cache")) {
+            if (cli_parse_kv_cache(v, &cfg.kv_cache) != 0) return cli_fail("--kv-cache %s: expected f32 or f16", v);
         } else if (!strcmp(a, "--half")) {
             if (cli_parse_parts(v, &cfg.half_parts) != 0)
                 return cli_fail("--half %s: expected parts from vision,projector,text,lm_head,all", v);

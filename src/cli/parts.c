@@ -1,5 +1,5 @@
 /* Model part lists and load-time formats on the command line (--half vision,projector,
- * --quant q8_0). */
+ * --quant q8_0, --kv-cache f16). */
 #include <string.h>
 
 #include "cli/cli.h"
@@ -11,6 +11,13 @@ int cli_parse_quant(const char *s, int *out) {
     tensor_qtype t;
     if (tensor_qtype_parse(s, &t) != 0) return -1;
     *out = t == TENSOR_Q8_0 ? LLAVA_QUANT_LOAD_Q8_0 : LLAVA_QUANT_LOAD_Q4_0;
+    return 0;
+}
+
+int cli_parse_kv_cache(const char *s, int *out) {
+    if (!strcmp(s, "f32")) *out = LLAVA_KV_CACHE_F32;
+    else if (!strcmp(s, "f16")) *out = LLAVA_KV_CACHE_F16;
+    else return -1;
     return 0;
 }
 

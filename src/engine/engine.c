@@ -122,6 +122,8 @@ static llava_status check_config(const llava_engine_config *c, llava_error *err)
                                c->half_parts);
     if (c->quant < LLAVA_QUANT_LOAD_NONE || c->quant > LLAVA_QUANT_LOAD_Q4_0)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.quant: %d (0, Q8_0 or Q4_0)", c->quant);
+    if (c->kv_cache != LLAVA_KV_CACHE_F32 && c->kv_cache != LLAVA_KV_CACHE_F16)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "config.kv_cache: %d (F32 or F16)", c->kv_cache);
     if (c->prep_threads > MAX_POOL)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT,
                                "config.prep_threads: %d (1 or 2)", c->prep_threads);
@@ -172,6 +174,7 @@ llava_status llava_engine_open(const llava_engine_config *cfg, llava_engine **ou
     e->mopt.n_ctx = cfg->n_ctx;
     e->mopt.prefill_chunk = cfg->prefill_chunk;
     e->mopt.half_parts = cfg->half_parts;
+    e->mopt.kv_cache = cfg->kv_cache == LLAVA_KV_CACHE_F16 ? LLAVA_KV_F16 : LLAVA_KV_F32;
     e->mopt.quant = cfg->quant == LLAVA_QUANT_LOAD_Q8_0   ? LLAVA_QUANT_Q8_0
                     : cfg->quant == LLAVA_QUANT_LOAD_Q4_0 ? LLAVA_QUANT_Q4_0
                                                           : LLAVA_QUANT_NONE;

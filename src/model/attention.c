@@ -24,25 +24,27 @@ size_t attention_scratch_floats(int n_q, int n_keys, int hd) {
 static void one_head(const attention_args *a, int h, float *scratch) {
     int hd = a->hd, nq = a->n_q, nk = a->n_keys;
     int g = h / (a->n_heads / a->n_kv_heads);
-    const float *K = a->k + (size_t)g * a->kv_head_stride, *V = a->v + (size_t)g * a->kv_head_stride;
+    size_t esize = llava_dtype_size(a->kv_type);
+    const char *K = (const char *)a->k + (size_t)g * a->kv_head_stride * esize;
+    const char *V = (const char *)a->v + (size_t)g * a->kv_head_stride * esize;
     if (nq >= BLOCKED_MIN_Q) {
         tensor_attention_head(a->out + (size_t)h * hd, (size_t)a->ldo, a->q + (size_t)h * hd, (size_t)a->ldq,
-                              nq, K, (size_t)a->ldk, V, (size_t)a->ldk, nk, hd, a->scale,
+                              nq, K, (size_t)a->ldk, V, (size_t)a->ldk, a->kv_type, nk, hd, a->scale,
                               a->causal ? a->q_pos0 : -1, a->causal ? a->window : 0, scratch);
         return;
     }
     float *S = scratch;
     float *Q = S + (size_t)nq * nk;
-    float *Kc = Q + (size_t)nq * hd;
+    float *Kc = Q + (size_t)nq * hd; /* room for nk rows of hd floats: more than any kv_type needs */
 
-    size_t row_bytes = (size_t)hd * sizeof(float);
     for (int r = 0; r < nq; r++)
-        memcpy(Q + (size_t)r * hd, a->q + (size_t)r * a->ldq + (size_t)h * hd, row_bytes);
-    if (a->ldk != hd) { /* tensor_matmul wants the keys as rows of exactly hd floats */
-        for (int j = 0; j < nk; j++) memcpy(Kc + (size_t)j * hd, K + (size_t)j * a->ldk, row_bytes);
-        K = Kc;
+        memcpy(Q + (size_t)r * hd, a->q + (size_t)r * a->ldq + (size_t)h * hd, (size_t)hd * sizeof(float));
+    if (a->ldk != hd) { /* tensor_matmul wants the keys as rows of exactly hd elements */
+        size_t row_bytes = (size_t)hd * esize;
+        for (int j = 0; j < nk; j++) memcpy((char *)Kc + (size_t)j * row_bytes, K + (size_t)j * a->ldk * esize, row_bytes);
+        K = (const char *)Kc;
     }
-    tensor_matmul(NULL, S, Q, K, LLAVA_DTYPE_F32, NULL, nq, nk, hd);
+    tensor_matmul(NULL, S, Q, K, a->kv_type, NULL, nq, nk, hd);
 
     for (int r = 0; r < nq; r++) {
         float *row = S + (size_t)r * nk;
@@ -57,7 +59,7 @@ static void one_head(const attention_args *a, int h, float *scratch) {
         if (lo > 0) memset(row, 0, (size_t)lo * sizeof *row);
         if (hi < nk - 1) memset(row + hi + 1, 0, (size_t)(nk - 1 - hi) * sizeof *row);
     }
-    tensor_matmul_nn(NULL, a->out + (size_t)h * hd, a->ldo, S, nk, V, a->ldk, nq, hd, nk);
+    tensor_matmul_nn(NULL, a->out + (size_t)h * hd, a->ldo, S, nk, V, a->kv_type, a->ldk, nq, hd, nk);
 }
 
 static void heads_task(void *ctx, int ith, int nth) {

@@ -76,7 +76,7 @@ static void encoder_layer(llava_model *m, clip_state *s, const clip_layer *L) {
     llava_linear(pool, s->k, s->t, &L->k, L->k_b, T);
     llava_linear(pool, s->v, s->t, &L->v, L->v_b, T);
     attention_args a = {
-        .q = s->q, .ldq = dv, .k = s->k, .v = s->v, .ldk = dv, .kv_head_stride = (size_t)hd,
+        .q = s->q, .ldq = dv, .k = s->k, .v = s->v, .kv_type = LLAVA_DTYPE_F32, .ldk = dv, .kv_head_stride = (size_t)hd,
         .out = s->o, .ldo = dv, .n_q = T, .n_keys = T, .n_heads = nh, .n_kv_heads = nh, .hd = hd,
         .scale = 1.0f / sqrtf((float)hd), .causal = false,
         .scratch = s->scratch, .scratch_per_thread = s->scratch_per_thread,

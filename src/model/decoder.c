@@ -48,9 +48,12 @@ llava_status decoder_state_reserve(decoder_state *s, const llava_model *m, int c
     /* the cache content is not kept: the caller resets after reserving */
     free(s->k_cache);
     free(s->v_cache);
-    s->k_cache = s->v_cache = NULL;
+    s->kv_type = m->opt.kv_cache == LLAVA_KV_F16 ? LLAVA_DTYPE_F16 : LLAVA_DTYPE_F32;
+    size_t cache_bytes = cache * llava_dtype_size(s->kv_type);
+    s->k_cache = malloc(cache_bytes ? cache_bytes : 1);
+    s->v_cache = malloc(cache_bytes ? cache_bytes : 1);
     s->cap = s->chunk = 0;
-    if (!grow(&s->k_cache, cache) || !grow(&s->v_cache, cache) || !grow(&s->x, rows * dt) ||
+    if (!s->k_cache || !s->v_cache || !grow(&s->x, rows * dt) ||
         !grow(&s->t, rows * dt) || !grow(&s->q, rows * qd) || !grow(&s->k, rows * kvd) ||
         !grow(&s->v, rows * kvd) || !grow(&s->att, rows * qd) ||
         !grow(&s->gate, rows * (size_t)t->intermediate_size) ||
@@ -59,7 +62,7 @@ llava_status decoder_state_reserve(decoder_state *s, const llava_model *m, int c
         decoder_state_free(s);
         return llava_error_set(err, LLAVA_ERR_NO_MEMORY,
                                "decoder: out of memory for a KV cache of %d positions (%.1f MiB)",
-                               cap, 2.0 * (double)cache * sizeof(float) / (1024.0 * 1024.0));
+                               cap, 2.0 * (double)cache_bytes / (1024.0 * 1024.0));
     }
     s->cap = cap;
     s->chunk = chunk;
@@ -89,13 +92,51 @@ static void rope_frequencies(const llava_model *m, float *inv_freq, int seq_len)
     tensor_rope_inv_freq(inv_freq, t->head_dim, theta);
 }
 
+/* RoPE on a chunk's query and key rows, then its keys and values into the cache (converted to
+ * the cache's type): rows are independent, so they are split across the pool (a first request
+ * also takes the cache's first-touch page faults here). */
+typedef struct rope_store_ctx {
+    const decoder_state *s;
+    char *kc, *vc; /* this layer's cache */
+    int n, p0, H, KV, hd;
+    float pos_div;
+    size_t head_stride;
+} rope_store_ctx;
+
+#define ROPE_STORE_ROWS 16
+
+static void rope_store_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const rope_store_ctx *c = ctx;
+    const decoder_state *s = c->s;
+    int n = c->n, r1 = (item + 1) * ROPE_STORE_ROWS < n ? (item + 1) * ROPE_STORE_ROWS : n;
+    int qd = c->H * c->hd, kvd = c->KV * c->hd;
+    size_t esize = llava_dtype_size(s->kv_type);
+    for (int r = item * ROPE_STORE_ROWS; r < r1; r++) {
+        float pos = (float)(c->p0 + r) / c->pos_div;
+        tensor_rope(s->q + (size_t)r * qd, c->H, c->hd, pos, s->inv_freq);
+        tensor_rope(s->k + (size_t)r * kvd, c->KV, c->hd, pos, s->inv_freq);
+        for (int g = 0; g < c->KV; g++) {
+            size_t at = ((size_t)g * c->head_stride + (size_t)(c->p0 + r) * c->hd) * esize;
+            const float *kr = s->k + (size_t)r * kvd + (size_t)g * c->hd, *vr = s->v + (size_t)r * kvd + (size_t)g * c->hd;
+            if (s->kv_type == LLAVA_DTYPE_F16) {
+                tensor_to_f16((uint16_t *)(void *)(c->kc + at), kr, (size_t)c->hd);
+                tensor_to_f16((uint16_t *)(void *)(c->vc + at), vr, (size_t)c->hd);
+            } else {
+                memcpy(c->kc + at, kr, (size_t)c->hd * sizeof(float));
+                memcpy(c->vc + at, vr, (size_t)c->hd * sizeof(float));
+            }
+        }
+    }
+}
+
 int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n, int seq_len,
                     float *logits, const llava_callbacks *cb) {
     const hf_text_config *t = &m->cfg.text;
     tensor_pool *pool = m->pool;
     int dt = t->hidden_size, H = t->num_attention_heads, KV = t->num_key_value_heads;
     int hd = t->head_dim, F = t->intermediate_size, p0 = s->n_past;
-    int qd = H * hd, kvd = KV * hd;
+    int qd = H * hd;
     float eps = (float)t->rms_norm_eps;
     float pos_div = t->rope_scaling_type == HF_ROPE_LINEAR ? (float)t->rope_scaling_factor : 1.0f;
     size_t head_stride = (size_t)s->cap * hd; /* cache: [layer][kv head][position][hd] */
@@ -106,25 +147,19 @@ int decoder_forward(llava_model *m, decoder_state *s, const float *embeds, int n
     for (int l = 0; l < t->num_hidden_layers; l++) {
         if (cb && cb->cancelled && cb->cancelled(cb->user)) return l;
         const decoder_layer *L = &m->dec.layers[l];
-        float *kc = s->k_cache + (size_t)l * layer_stride;
-        float *vc = s->v_cache + (size_t)l * layer_stride;
+        size_t layer_bytes = layer_stride * llava_dtype_size(s->kv_type);
+        char *kc = (char *)s->k_cache + (size_t)l * layer_bytes;
+        char *vc = (char *)s->v_cache + (size_t)l * layer_bytes;
 
         llava_rmsnorm(pool, s->t, s->x, L->attn_norm, n, dt, eps);
         llava_linear(pool, s->q, s->t, &L->q, L->q_b, n);
         llava_linear(pool, s->k, s->t, &L->k, L->k_b, n);
         llava_linear(pool, s->v, s->t, &L->v, L->v_b, n);
-        for (int r = 0; r < n; r++) {
-            float pos = (float)(p0 + r) / pos_div;
-            tensor_rope(s->q + (size_t)r * qd, H, hd, pos, s->inv_freq);
-            tensor_rope(s->k + (size_t)r * kvd, KV, hd, pos, s->inv_freq);
-            for (int g = 0; g < KV; g++) {
-                size_t at = (size_t)g * head_stride + (size_t)(p0 + r) * hd;
-                memcpy(kc + at, s->k + (size_t)r * kvd + (size_t)g * hd, (size_t)hd * sizeof(float));
-                memcpy(vc + at, s->v + (size_t)r * kvd + (size_t)g * hd, (size_t)hd * sizeof(float));
-            }
-        }
+        rope_store_ctx rs = {.s = s, .kc = kc, .vc = vc, .n = n, .p0 = p0, .H = H, .KV = KV, .hd = hd,
+                             .pos_div = pos_div, .head_stride = head_stride};
+        tensor_pool_for(pool, (n + ROPE_STORE_ROWS - 1) / ROPE_STORE_ROWS, rope_store_item, &rs);
         attention_args a = {
-            .q = s->q, .ldq = qd, .k = kc, .v = vc, .ldk = hd, .kv_head_stride = head_stride,
+            .q = s->q, .ldq = qd, .k = kc, .v = vc, .kv_type = s->kv_type, .ldk = hd, .kv_head_stride = head_stride,
             .out = s->att, .ldo = qd, .n_q = n, .n_keys = p0 + n, .n_heads = H, .n_kv_heads = KV,
             .hd = hd, .scale = 1.0f / sqrtf((float)hd), .causal = true, .q_pos0 = p0,
             .window = t->sliding_window, .scratch = s->scratch,

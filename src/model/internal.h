@@ -119,8 +119,9 @@ llava_status clip_encode(llava_model *m, clip_state *s, const float *pixels, flo
 typedef struct decoder_state {
     int cap, chunk;
     int n_past;            /* positions in the cache */
-    float *k_cache;        /* [layers][KV][cap][hd] */
-    float *v_cache;        /* [layers][KV][cap][hd] */
+    void *k_cache;         /* [layers][KV][cap][hd] of kv_type */
+    void *v_cache;         /* [layers][KV][cap][hd] of kv_type */
+    llava_dtype kv_type;   /* F32 or F16 (options.kv_cache) */
     float *x;              /* [chunk, Dt] residual stream */
     float *t;              /* [chunk, Dt] normed */
     float *q;              /* [chunk, H·hd] */
@@ -159,7 +160,8 @@ void decoder_embed(const llava_model *m, int32_t id, float *out);
 typedef struct attention_args {
     const float *q;          /* [n_q, ldq]: head h at column h·hd */
     int ldq;
-    const float *k, *v;      /* key / value row j of kv head g at k + g·kv_head_stride + j·ldk */
+    const void *k, *v;       /* key / value row j of kv head g at k + g·kv_head_stride + j·ldk */
+    llava_dtype kv_type;     /* of k and v (elements; strides count elements): F32 or F16 */
     int ldk;
     size_t kv_head_stride;
     float *out;              /* [n_q, ldo]: head h written at column h·hd */

@@ -187,6 +187,11 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
     if (!m) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory loading %s", dir);
     if (opt) m->opt = *opt;
     if (m->opt.prefill_chunk <= 0) m->opt.prefill_chunk = 1024;
+    if (m->opt.kv_cache != LLAVA_KV_F32 && m->opt.kv_cache != LLAVA_KV_F16) {
+        int v = (int)m->opt.kv_cache;
+        free(m);
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "options.kv_cache: %d is not f32 (0) or f16 (1)", v);
+    }
     if (strlen(dir) >= sizeof m->dir) {
         free(m);
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model path too long: %.100s...",

@@ -26,6 +26,9 @@ typedef struct llava_model llava_model;
 
 /* Quantization of weights at load (tensor/quant.h), and the parts it applies to. */
 typedef enum llava_quant { LLAVA_QUANT_NONE, LLAVA_QUANT_Q8_0, LLAVA_QUANT_Q4_0 } llava_quant;
+/* The KV cache's element type: f32 (exact) or f16 (half the memory and the bytes each decoded
+ * token reads; keys and values rounded to f16, attention arithmetic still f32). */
+typedef enum llava_kv_cache { LLAVA_KV_F32, LLAVA_KV_F16 } llava_kv_cache;
 enum { LLAVA_PART_VISION = 1, LLAVA_PART_PROJECTOR = 2, LLAVA_PART_TEXT = 4, LLAVA_PART_LM_HEAD = 8 };
 
 typedef struct llava_model_options {
@@ -47,6 +50,9 @@ typedef struct llava_model_options {
      * 1e-3 relative error, twice the f32 rate) where the CPU has AVX512-FP16; elsewhere, and for
      * matrices quantized by `quant`, they stay as they are. Reduced precision: opt-in only. */
     unsigned half_parts;
+    /* LLAVA_KV_F32 (0: exact) or LLAVA_KV_F16 (as llama.cpp's default cache; about 1e-3
+     * relative error on the logits). Reduced precision: opt-in only. */
+    llava_kv_cache kv_cache;
 } llava_model_options;
 
 /* Fills the defaults above (all zero). */

@@ -32,6 +32,7 @@ typedef struct srv_config {
     int n_threads;               /* engine compute threads; <= 0: the online cores */
     unsigned half_parts;         /* llava_engine_config.half_parts */
     int quant;                   /* llava_engine_config.quant */
+    int kv_cache;                /* llava_engine_config.kv_cache */
     int n_ctx;                   /* context limit; <= 0: the model's */
     int prep_threads;            /* engine preprocessing threads (1-2); <= 0: 1 */
     int engine_nice;             /* the engine's threads run this much nicer than the loop

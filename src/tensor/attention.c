@@ -39,11 +39,18 @@ static void visible(int r, int n_keys, int pos0, int window, int *lo, int *hi) {
 }
 
 void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, int n_q,
-                           const float *kmat, size_t ldk, const float *v, size_t ldv, int n_keys,
-                           int hd, float scale, int pos0, int window, float *scratch) {
+                           const void *kmat, size_t ldk, const void *v, size_t ldv, llava_dtype kv_type,
+                           int n_keys, int hd, float scale, int pos0, int window, float *scratch) {
     if (n_q <= 0 || hd <= 0) return;
     const tensor_kernels *k = tensor_kernels_active();
     const int mr = k->mr, nr = k->nr;
+    int f = tensor_wfmt_of(kv_type);
+    size_t esize = llava_dtype_size(kv_type);
+    if (f < 0) { /* a caller bug: loud in the output, as tensor_matmul */
+        for (int r = 0; r < n_q; r++)
+            for (int d = 0; d < hd; d++) out[(size_t)r * ldo + d] = __builtin_nanf("");
+        return;
+    }
     if (n_keys <= 0) {
         for (int r = 0; r < n_q; r++) memset(out + (size_t)r * ldo, 0, (size_t)hd * sizeof(float));
         return;
@@ -57,11 +64,11 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
     float *o = qp + ((size_t)mr * hd + 15) / 16 * 16;                    /* [mr][hdp] */
 
     for (int j = 0; j < n_keys; j += nr)
-        k->pack_w[TENSOR_WFMT_F32](kp + (size_t)j * hd, kmat + (size_t)j * ldk, ldk,
-                                   n_keys - j < nr ? n_keys - j : nr, hd);
+        k->pack_w[f](kp + (size_t)j * hd, (const char *)kmat + (size_t)j * ldk * esize, ldk,
+                     n_keys - j < nr ? n_keys - j : nr, hd);
     for (int d = 0; d < hd; d += nr) {
         float *dst = vp + (size_t)d * keys;
-        k->pack_b(dst, v + d, ldv, hd - d < nr ? hd - d : nr, n_keys);
+        k->pack_b[f](dst, (const char *)v + (size_t)d * esize, ldv, hd - d < nr ? hd - d : nr, n_keys);
         /* keys past n_keys meet zero probabilities, but must not be NaN garbage */
         memset(dst + (size_t)n_keys * nr, 0, (size_t)(keys - n_keys) * nr * sizeof(float));
     }

@@ -165,18 +165,21 @@ static TGT void pack_bf16(float *dst, const void *w, size_t ldw, int n, int kc) 
     pack_fmt(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
 }
 
-static TGT void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
+INL void pack_b_fmt(tensor_wfmt f, float *dst, const void *b, size_t ldb, int n, int kc) {
     for (int k = 0; k < kc; k++) {
-        const float *src = b + (size_t)k * ldb;
+        const char *src = (const char *)b + (size_t)k * ldb * esz(f);
         float *d = dst + (size_t)k * NR;
         if (n == NR) {
-            _mm256_storeu_ps(d, _mm256_loadu_ps(src));
-            _mm256_storeu_ps(d + 8, _mm256_loadu_ps(src + 8));
+            _mm256_storeu_ps(d, load8(src, f));
+            _mm256_storeu_ps(d + 8, load8(src + 8 * esz(f), f));
         } else {
-            for (int j = 0; j < NR; j++) d[j] = j < n ? src[j] : 0.0f;
+            for (int j = 0; j < NR; j++) d[j] = j < n ? w_scalar(src, f, (size_t)j) : 0.0f;
         }
     }
 }
+static TGT void pack_b_f32(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F32, d, b, ldb, n, kc); }
+static TGT void pack_b_f16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F16, d, b, ldb, n, kc); }
+static TGT void pack_b_bf16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_BF16, d, b, ldb, n, kc); }
 
 /* 6 rows of x, 8 columns at a time through an 8 × 8 transpose (two zero rows), storing the
  * 6 meaningful lanes of each column; the last columns one by one. */
@@ -224,30 +227,48 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
 #define NN_AHEAD 4
 
 /* 64 columns at a time in 8 accumulators, then 8, then single columns. */
-static TGT void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
+INL void gemv_nn_fmt(tensor_wfmt f, float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    const char *bb = b;
+    size_t row_bytes = ldb * esz(f);
     int j = 0;
     for (; j + 64 <= n; j += 64) {
         __m256 acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
         for (int kk = 0; kk < k; kk++) {
-            const float *r = b + (size_t)kk * ldb + j;
-            for (int i = 0; i < 4; i++) _mm_prefetch((const char *)(r + NN_AHEAD * ldb) + 64 * i, _MM_HINT_T0);
+            const char *r = bb + (size_t)kk * row_bytes + (size_t)j * esz(f);
+            for (int i = 0; i < (int)esz(f); i++) _mm_prefetch(r + NN_AHEAD * row_bytes + 64 * i, _MM_HINT_T0);
             __m256 xv = _mm256_set1_ps(x[kk]);
-            for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(xv, _mm256_loadu_ps(r + 8 * i), acc[i]);
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(xv, load8(r + 8 * i * esz(f), f), acc[i]);
         }
         for (int i = 0; i < 8; i++) _mm256_storeu_ps(y + j + 8 * i, acc[i]);
     }
     for (; j + 8 <= n; j += 8) {
         __m256 acc = _mm256_setzero_ps();
         for (int kk = 0; kk < k; kk++)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[kk]), _mm256_loadu_ps(b + (size_t)kk * ldb + j), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[kk]), load8(bb + ((size_t)kk * ldb + j) * esz(f), f), acc);
         _mm256_storeu_ps(y + j, acc);
     }
     for (; j < n; j++) {
         float acc = 0;
-        for (int kk = 0; kk < k; kk++) acc = fmaf(x[kk], b[(size_t)kk * ldb + j], acc);
+        for (int kk = 0; kk < k; kk++) acc = fmaf(x[kk], w_scalar(b, f, (size_t)kk * ldb + j), acc);
         y[j] = acc;
     }
+}
+static TGT void gemv_nn_f32(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F32, y, x, b, ldb, n, k);
+}
+static TGT void gemv_nn_f16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F16, y, x, b, ldb, n, k);
+}
+static TGT void gemv_nn_bf16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_BF16, y, x, b, ldb, n, k);
+}
+
+static TGT void to_f16(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = llava_f32_to_f16(src[i]);
 }
 
 INL void to_f32_fmt(tensor_wfmt f, float *dst, const void *src, size_t n) {
@@ -522,10 +543,11 @@ const tensor_kernels tensor_kernels_avx2 = {
     .mr = MR,
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
-    .pack_b = pack_b,
+    .pack_b = {pack_b_f32, pack_b_f16, pack_b_bf16},
     .pack_x = pack_x,
     .micro = micro,
-    .gemv_nn = gemv_nn,
+    .gemv_nn = {gemv_nn_f32, gemv_nn_f16, gemv_nn_bf16},
+    .to_f16 = to_f16,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .absmax_f32 = absmax_f32,
     .layernorm = layernorm,

@@ -195,15 +195,18 @@ static TGT void pack_bf16(float *dst, const void *w, size_t ldw, int n, int kc) 
     pack_fmt(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
 }
 
-static TGT void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
+INL void pack_b_fmt(tensor_wfmt f, float *dst, const void *b, size_t ldb, int n, int kc) {
     __mmask16 m0 = (__mmask16)(n >= 16 ? 0xffff : (1u << n) - 1);
     __mmask16 m1 = (__mmask16)(n >= 32 ? 0xffff : n > 16 ? (1u << (n - 16)) - 1 : 0);
     for (int k = 0; k < kc; k++) {
-        const float *src = b + (size_t)k * ldb;
-        _mm512_storeu_ps(dst + (size_t)k * NR, _mm512_maskz_loadu_ps(m0, src));
-        _mm512_storeu_ps(dst + (size_t)k * NR + 16, _mm512_maskz_loadu_ps(m1, src + 16));
+        const char *src = (const char *)b + (size_t)k * ldb * esz(f);
+        _mm512_storeu_ps(dst + (size_t)k * NR, load16_mask(src, f, m0));
+        _mm512_storeu_ps(dst + (size_t)k * NR + 16, load16_mask(src + 16 * esz(f), f, m1));
     }
 }
+static TGT void pack_b_f32(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F32, d, b, ldb, n, kc); }
+static TGT void pack_b_f16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F16, d, b, ldb, n, kc); }
+static TGT void pack_b_bf16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_BF16, d, b, ldb, n, kc); }
 
 /* 14 rows of x, 16 columns at a time: two zero rows pad the block to a 16 × 16 transpose, and
  * each transposed column (one k, all rows) is stored as its 14 meaningful lanes. */
@@ -402,16 +405,19 @@ static TGT double fma_loop_half(long iters) {
 #define NN_AHEAD 4
 
 /* 128 columns at a time in 8 accumulators (a 7B head in one pass), then 16 with a mask. */
-static TGT void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
+INL void gemv_nn_fmt(tensor_wfmt f, float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    const char *bb = b;
+    size_t row_bytes = ldb * esz(f);
     int j = 0;
     for (; j + 128 <= n; j += 128) {
         __m512 acc[8];
         for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_ps();
         for (int kk = 0; kk < k; kk++) {
-            const float *r = b + (size_t)kk * ldb + j;
-            for (int i = 0; i < 8; i++) _mm_prefetch((const char *)(r + NN_AHEAD * ldb) + 64 * i, _MM_HINT_T0);
+            const char *r = bb + (size_t)kk * row_bytes + (size_t)j * esz(f);
+            /* 128 columns: 8 lines of f32, 4 of f16 */
+            for (int i = 0; i < 2 * (int)esz(f); i++) _mm_prefetch(r + NN_AHEAD * row_bytes + 64 * i, _MM_HINT_T0);
             __m512 xv = _mm512_set1_ps(x[kk]);
-            for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(xv, _mm512_loadu_ps(r + 16 * i), acc[i]);
+            for (int i = 0; i < 8; i++) acc[i] = _mm512_fmadd_ps(xv, load16(r + 16 * i * esz(f), f), acc[i]);
         }
         for (int i = 0; i < 8; i++) _mm512_storeu_ps(y + j + 16 * i, acc[i]);
     }
@@ -419,8 +425,27 @@ static TGT void gemv_nn(float *y, const float *x, const float *b, size_t ldb, in
         __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffff : (1u << (n - j)) - 1);
         __m512 acc = _mm512_setzero_ps();
         for (int kk = 0; kk < k; kk++)
-            acc = _mm512_fmadd_ps(_mm512_set1_ps(x[kk]), _mm512_maskz_loadu_ps(m, b + (size_t)kk * ldb + j), acc);
+            acc = _mm512_fmadd_ps(_mm512_set1_ps(x[kk]), load16_mask(bb + ((size_t)kk * ldb + j) * esz(f), f, m), acc);
         _mm512_mask_storeu_ps(y + j, m, acc);
+    }
+}
+static TGT void gemv_nn_f32(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F32, y, x, b, ldb, n, k);
+}
+static TGT void gemv_nn_f16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F16, y, x, b, ldb, n, k);
+}
+static TGT void gemv_nn_bf16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_BF16, y, x, b, ldb, n, k);
+}
+
+static TGT void to_f16(uint16_t *dst, const float *src, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), NEAREST));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm256_mask_storeu_epi16(dst + i, m, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), NEAREST));
     }
 }
 
@@ -646,10 +671,11 @@ const tensor_kernels tensor_kernels_avx512 = {
     .mr = MR,
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
-    .pack_b = pack_b,
+    .pack_b = {pack_b_f32, pack_b_f16, pack_b_bf16},
     .pack_x = pack_x,
     .micro = micro,
-    .gemv_nn = gemv_nn,
+    .gemv_nn = {gemv_nn_f32, gemv_nn_f16, gemv_nn_bf16},
+    .to_f16 = to_f16,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .absmax_f32 = absmax_f32,
     .layernorm = layernorm,

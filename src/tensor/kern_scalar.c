@@ -68,12 +68,13 @@ static void pack_bf16(float *dst, const void *w, size_t ldw, int n, int kc) {
     pack_fmt(TENSOR_WFMT_BF16, dst, w, ldw, n, kc);
 }
 
-static void pack_b(float *dst, const float *b, size_t ldb, int n, int kc) {
-    for (int k = 0; k < kc; k++) {
-        memcpy(dst + k * NR, b + (size_t)k * ldb, (size_t)n * sizeof(float));
-        for (int j = n; j < NR; j++) dst[k * NR + j] = 0;
-    }
+static void pack_b_fmt(tensor_wfmt f, float *dst, const void *b, size_t ldb, int n, int kc) {
+    for (int k = 0; k < kc; k++)
+        for (int j = 0; j < NR; j++) dst[k * NR + j] = j < n ? w_at(b, f, (size_t)k * ldb + (size_t)j) : 0.0f;
 }
+static void pack_b_f32(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F32, d, b, ldb, n, kc); }
+static void pack_b_f16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_F16, d, b, ldb, n, kc); }
+static void pack_b_bf16(float *d, const void *b, size_t ldb, int n, int kc) { pack_b_fmt(TENSOR_WFMT_BF16, d, b, ldb, n, kc); }
 
 static void pack_x(float *dst, const float *x, size_t ldx, int rows, int kc) {
     for (int k = 0; k < kc; k++)
@@ -90,10 +91,23 @@ static void micro(int kc, const float *a, const float *b, float *c, size_t ldc, 
             c[i * ldc + j] = accumulate ? c[i * ldc + j] + acc[i][j] : acc[i][j];
 }
 
-static void gemv_nn(float *y, const float *x, const float *b, size_t ldb, int n, int k) {
+static void gemv_nn_fmt(tensor_wfmt f, float *y, const float *x, const void *b, size_t ldb, int n, int k) {
     for (int j = 0; j < n; j++) y[j] = 0;
     for (int kk = 0; kk < k; kk++)
-        for (int j = 0; j < n; j++) y[j] = fmaf(x[kk], b[(size_t)kk * ldb + j], y[j]);
+        for (int j = 0; j < n; j++) y[j] = fmaf(x[kk], w_at(b, f, (size_t)kk * ldb + (size_t)j), y[j]);
+}
+static void gemv_nn_f32(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F32, y, x, b, ldb, n, k);
+}
+static void gemv_nn_f16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_F16, y, x, b, ldb, n, k);
+}
+static void gemv_nn_bf16(float *y, const float *x, const void *b, size_t ldb, int n, int k) {
+    gemv_nn_fmt(TENSOR_WFMT_BF16, y, x, b, ldb, n, k);
+}
+
+static void to_f16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = llava_f32_to_f16(src[i]);
 }
 
 static void to_f32_f32(float *dst, const void *src, size_t n) { memcpy(dst, src, n * sizeof(float)); }
@@ -284,10 +298,11 @@ const tensor_kernels tensor_kernels_scalar = {
     .mr = MR,
     .nr = NR,
     .pack_w = {pack_f32, pack_f16, pack_bf16},
-    .pack_b = pack_b,
+    .pack_b = {pack_b_f32, pack_b_f16, pack_b_bf16},
     .pack_x = pack_x,
     .micro = micro,
-    .gemv_nn = gemv_nn,
+    .gemv_nn = {gemv_nn_f32, gemv_nn_f16, gemv_nn_bf16},
+    .to_f16 = to_f16,
     .to_f32 = {to_f32_f32, to_f32_f16, to_f32_bf16},
     .absmax_f32 = absmax_f32,
     .layernorm = layernorm,

@@ -36,8 +36,9 @@ typedef struct tensor_kernels {
      * dst[k*nr + j] = f32(W[j*ldw + k]), zero for j >= n: the transposed f32 panel the
      * microkernel streams. */
     void (*pack_w[TENSOR_WFMT_COUNT])(float *dst, const void *w, size_t ldw, int n, int kc);
-    /* Packs kc rows of a row-major f32 B (stride ldb), columns [0, n), n <= nr, same layout. */
-    void (*pack_b)(float *dst, const float *b, size_t ldb, int n, int kc);
+    /* Packs kc rows of a row-major B in the entry's format (stride ldb elements), columns
+     * [0, n), n <= nr, as f32 in the same layout. */
+    void (*pack_b[TENSOR_WFMT_COUNT])(float *dst, const void *b, size_t ldb, int n, int kc);
     /* Packs rows <= mr of x (stride ldx), kc columns from its start, into dst[k*mr + i], zero
      * for i >= rows: the interleaved panel whose elements the microkernel broadcasts. */
     void (*pack_x)(float *dst, const float *x, size_t ldx, int rows, int kc);
@@ -45,11 +46,13 @@ typedef struct tensor_kernels {
      * selects += over =. a is the packed x panel (f32, mr rows interleaved). */
     void (*micro)(int kc, const float *a, const float *b, float *c, size_t ldc, int accumulate);
 
-    /* One row of x times B (f32, row stride ldb): y[j] = Σ_kk x[kk] · b[kk*ldb + j] for j < n,
-     * kk < k, summed in kk order with one fused multiply-add each (stores, does not accumulate).
-     * matmul_nn with few rows: probabilities · V over the KV cache in decode, where B streams
-     * from memory once, so it is read ahead by prefetch. */
-    void (*gemv_nn)(float *y, const float *x, const float *b, size_t ldb, int n, int k);
+    /* One row of x times B (the entry's format, row stride ldb elements): y[j] = Σ_kk x[kk] ·
+     * f32(b[kk*ldb + j]) for j < n, kk < k, summed in kk order with one fused multiply-add each
+     * (stores, does not accumulate). matmul_nn with few rows: probabilities · V over the KV
+     * cache in decode, where B streams from memory once, so it is read ahead by prefetch. */
+    void (*gemv_nn[TENSOR_WFMT_COUNT])(float *y, const float *x, const void *b, size_t ldb, int n, int k);
+    /* dst[i] = f16(src[i]), nearest even, beyond 65504 inf (rows of an f16 KV cache). */
+    void (*to_f16)(uint16_t *dst, const float *src, size_t n);
 
     /* Half-precision GEMM (tensor_matmul_half), where the table has one (hnr = 0: none): tiles of
      * mr rows (as the f32 one's) × hnr columns. Each f16 value of x is stored twice in a 32-bit

@@ -78,6 +78,8 @@ void tensor_rope(float *x, int n_heads, int head_dim, float pos, const float *in
     tensor_rope_apply(x, n_heads, head_dim, cs, sn);
 }
 
+void tensor_to_f16(uint16_t *dst, const float *src, size_t n) { tensor_kernels_active()->to_f16(dst, src, n); }
+
 void tensor_to_f32(float *dst, const void *src, llava_dtype type, size_t n) {
     int f = tensor_wfmt_of(type);
     if (f < 0) {

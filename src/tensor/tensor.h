@@ -53,22 +53,24 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
 /* 1 if tensor_matmul reads weights of type t. */
 int tensor_matmul_supports(llava_dtype t);
 
-/* y[M,N] = x[M,K] · B[K,N], all f32, B row-major with row stride ldb (>= N); x has row stride
- * ldx (>= K) and y row stride ldy (>= N). For attention (probabilities · V). */
+/* y[M,N] = x[M,K] · B[K,N], B row-major of type btype (F32, F16 or BF16, converted exactly to
+ * f32) with row stride ldb (>= N) elements; x has row stride ldx (>= K) and y row stride ldy
+ * (>= N); f32 arithmetic. For attention (probabilities · V, V from an f32 or f16 KV cache). */
 void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
-                      const float *b, int ldb, int M, int N, int K);
+                      const void *b, llava_dtype btype, int ldb, int M, int N, int K);
 
 /* One attention head for many queries: out[r·ldo + d] = Σ_j p_rj · v[j·ldv + d], p_r the softmax
- * over the keys row r sees of scale · (q_r · k_j), q_r = q + r·ldq, k_j = kmat + j·ldk (hd floats
- * each). Without a mask (pos0 < 0) row r sees all n_keys keys; with one, query row r is at
+ * over the keys row r sees of scale · (q_r · k_j), q_r = q + r·ldq, k_j = kmat + j·ldk (hd
+ * elements each). K and V are of type kv_type (F32, F16 or BF16: a KV cache in f32 or f16),
+ * read as their exact f32 values; the arithmetic is f32. Without a mask (pos0 < 0) row r sees all n_keys keys; with one, query row r is at
  * position pos0 + r and sees keys j <= pos0 + r, and with window > 0 only those with
  * pos0 + r - j <= window. A row that sees no key gets zeros. Scores are computed a block of
  * queries at a time, never all at once, and only for the keys a block sees. scratch: at least
  * tensor_attention_scratch_floats(n_keys, hd) floats. For few queries (decode) the two products
  * of tensor_matmul are faster: this one computes whole microkernel tiles of queries. */
 void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, int n_q,
-                           const float *kmat, size_t ldk, const float *v, size_t ldv, int n_keys,
-                           int hd, float scale, int pos0, int window, float *scratch);
+                           const void *kmat, size_t ldk, const void *v, size_t ldv, llava_dtype kv_type,
+                           int n_keys, int hd, float scale, int pos0, int window, float *scratch);
 size_t tensor_attention_scratch_floats(int n_keys, int hd);
 
 /* ---- half-precision products (an explicit option; never the default) ---- */
@@ -135,6 +137,8 @@ void tensor_rope_apply(float *x, int n_heads, int head_dim, const float *cos_a, 
 
 /* dst[i] = float(src[i]) for F32/F16/BF16 src (embedding rows, small weights). */
 void tensor_to_f32(float *dst, const void *src, llava_dtype type, size_t n);
+/* dst[i] = f16(src[i]), round to nearest even, beyond the f16 range inf (as torch's .half()). */
+void tensor_to_f16(uint16_t *dst, const float *src, size_t n);
 
 /* ---- machine probes (the bounds `llava bench` reports figures against) ---- */
 
