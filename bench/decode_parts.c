@@ -5,7 +5,7 @@
  *
  * products  the 7 products of LAYERS decoder layers (distinct weights, beyond the L3) with one
  *           row of x, Q4_0 and Q8_0, as GB/s of weights beside the read probe of this process;
- *   kv        decode attention over a 7B f32 KV cache of 657 positions for 32 layers, as GB/s of
+ *   kv        decode attention over a 7B KV cache (f32, then f16) of 657 positions for 32 layers, as GB/s of
  *           cache read;
  *   prompt    one decoder layer's causal attention over 641 positions (32 heads of 128) and one
  *           vision layer's (577 tokens, 16 heads of 64), ms.
@@ -76,11 +76,12 @@ static int products(tensor_pool *pool, int layers, tensor_qtype t) {
     return 0;
 }
 
-/* attention_run as the model calls it; causal: the decoder's cache layout, else the tower's. */
-static double attention_ms(tensor_pool *pool, int n_q, int n_keys, int heads, int hd, int causal,
+/* attention_run as the model calls it; causal: the decoder's cache layout, else the tower's.
+ * K and V of type kv (F32, or F16 as an f16 KV cache holds them). */
+static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_keys, int heads, int hd, int causal,
                            int layers, size_t *scratch_bytes) {
     int dv = heads * hd;
-    size_t layer = (size_t)heads * n_keys * hd;
+    size_t layer = (size_t)heads * n_keys * hd, es = llava_dtype_size(kv);
     float *q = malloc((size_t)n_q * dv * sizeof(float)), *o = malloc((size_t)n_q * dv * sizeof(float));
     float *k = malloc(layer * layers * sizeof(float)), *v = malloc(layer * layers * sizeof(float));
     int threads = tensor_pool_threads(pool);
@@ -93,12 +94,17 @@ static double attention_ms(tensor_pool *pool, int n_q, int n_keys, int heads, in
     fill(q, (size_t)n_q * dv, 3);
     fill(k, layer * layers, 4);
     fill(v, layer * layers, 5);
+    if (kv == LLAVA_DTYPE_F16) { /* in place: the f16 rows in the first half of each buffer */
+        tensor_to_f16((uint16_t *)(void *)k, k, layer * layers);
+        tensor_to_f16((uint16_t *)(void *)v, v, layer * layers);
+    }
     double best = 1e30;
     for (int pass = 0; pass < 7; pass++) {
         double t0 = now_s();
         for (int l = 0; l < layers; l++) {
             attention_args a = {
-                .q = q, .ldq = dv, .k = k + layer * l, .v = v + layer * l, .ldk = causal ? hd : dv,
+                .q = q, .ldq = dv, .k = (const char *)k + layer * l * es, .v = (const char *)v + layer * l * es,
+                .kv_type = kv, .ldk = causal ? hd : dv,
                 .kv_head_stride = causal ? (size_t)n_keys * hd : (size_t)hd, .out = o, .ldo = dv,
                 .n_q = n_q, .n_keys = n_keys, .n_heads = heads, .n_kv_heads = heads, .hd = hd,
                 .scale = 0.088f, .causal = causal, .q_pos0 = n_keys - n_q, .scratch = scratch,
@@ -131,15 +137,19 @@ int main(int argc, char **argv) {
     if (products(pool, layers, TENSOR_Q4_0) || products(pool, layers, TENSOR_Q8_0)) return 1;
     size_t sb;
     double bw = probe(pool);
-    double ms = attention_ms(pool, 1, 657, HEADS, HD, 1, 32, &sb);
+    double ms = attention_ms(pool, LLAVA_DTYPE_F32, 1, 657, HEADS, HD, 1, 32, &sb);
+    double ms16 = attention_ms(pool, LLAVA_DTYPE_F16, 1, 657, HEADS, HD, 1, 32, &sb);
     bw = max2(bw, probe(pool));
-    double kv = 2.0 * 32 * HEADS * 657 * HD * sizeof(float);
-    printf("kv: decode attention, 32 layers x 657 positions (%.0f MB): %.1f ms, %.2f GB/s, %.0f %% of the read "
-           "probe (%.2f GB/s)\n", kv * 1e-6, ms, kv / ms * 1e-6, 100 * kv / ms * 1e-6 / (bw * 1e-9), bw * 1e-9);
-    ms = attention_ms(pool, 641, 641, HEADS, HD, 1, 1, &sb);
+    for (int f16 = 0; f16 < 2; f16++) {
+        double kv = 2.0 * 32 * HEADS * 657 * HD * (f16 ? 2 : 4), t = f16 ? ms16 : ms;
+        printf("kv: decode attention, 32 layers x 657 positions, %s cache (%.0f MB): %.1f ms, %.2f GB/s, %.0f %% of "
+               "the read probe (%.2f GB/s)\n", f16 ? "f16" : "f32", kv * 1e-6, t, kv / t * 1e-6,
+               100 * kv / t * 1e-6 / (bw * 1e-9), bw * 1e-9);
+    }
+    ms = attention_ms(pool, LLAVA_DTYPE_F32, 641, 641, HEADS, HD, 1, 1, &sb);
     printf("prompt: causal attention of one 7B layer, 641 positions: %.2f ms (scratch %.2f MiB per thread)\n", ms,
            (double)sb / (1024.0 * 1024.0));
-    ms = attention_ms(pool, 577, 577, 16, 64, 0, 1, &sb);
+    ms = attention_ms(pool, LLAVA_DTYPE_F32, 577, 577, 16, 64, 0, 1, &sb);
     printf("prompt: attention of one vision layer, 577 tokens: %.2f ms (scratch %.2f MiB per thread)\n", ms,
            (double)sb / (1024.0 * 1024.0));
     tensor_pool_destroy(pool);
