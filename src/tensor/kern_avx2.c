@@ -223,7 +223,7 @@ static TGT void micro(int kc, const float *a, const float *b, float *c, size_t l
     }
 }
 
-/* Rows of B are prefetched this many rows ahead in gemv_nn. */
+/* Rows of B are prefetched this many f32 rows' bytes ahead in gemv_nn (8 rows of f16). */
 #define NN_AHEAD 4
 
 /* 64 columns at a time in 8 accumulators, then 8, then single columns. */
@@ -236,7 +236,7 @@ INL void gemv_nn_fmt(tensor_wfmt f, float *y, const float *x, const void *b, siz
         for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
         for (int kk = 0; kk < k; kk++) {
             const char *r = bb + (size_t)kk * row_bytes + (size_t)j * esz(f);
-            for (int i = 0; i < (int)esz(f); i++) _mm_prefetch(r + NN_AHEAD * row_bytes + 64 * i, _MM_HINT_T0);
+            for (int i = 0; i < (int)esz(f); i++) _mm_prefetch(r + NN_AHEAD * 4 / esz(f) * row_bytes + 64 * i, _MM_HINT_T0);
             __m256 xv = _mm256_set1_ps(x[kk]);
             for (int i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(xv, load8(r + 8 * i * esz(f), f), acc[i]);
         }
