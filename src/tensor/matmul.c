@@ -30,10 +30,10 @@ typedef struct mm_ctx {
     size_t ldy;
     const float *x;
     size_t ldx;
-    const void *w;  /* W [N, K] in format fmt (tensor_matmul), or B [K, N] in format bfmt (matmul_nn) */
+    const void *w;  /* W [N, K] (tensor_matmul), or B [K, N] when nn (matmul_nn) */
     size_t ldw;
-    int fmt;        /* tensor_wfmt, or -1 for B [K, N] */
-    int bfmt;       /* B's tensor_wfmt when fmt is -1 */
+    int fmt;        /* w's tensor_wfmt */
+    int nn;         /* w is B [K, N] */
     size_t esize;   /* bytes per element of w */
     const float *bias;
     const uint32_t *xw;           /* half-precision products: x as f16 words (to_half_words) */
@@ -97,11 +97,11 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
             for (int n = nb; n < ne; n += nr) {
                 int nt = ne - n < nr ? ne - n : nr;
                 float *bt = s->bp + (size_t)(n - nb) * KC;
-                if (c->fmt >= 0)
+                if (!c->nn)
                     k->pack_w[c->fmt](bt, (const char *)c->w + ((size_t)n * c->ldw + kb) * c->esize,
                                       c->ldw, nt, kc);
                 else
-                    k->pack_b[c->bfmt](bt, (const char *)c->w + ((size_t)kb * c->ldw + n) * c->esize, c->ldw, nt, kc);
+                    k->pack_b[c->fmt](bt, (const char *)c->w + ((size_t)kb * c->ldw + n) * c->esize, c->ldw, nt, kc);
             }
             for (int mb = m0; mb < m1; mb += mr) {
                 int mt = m1 - mb < mr ? m1 - mb : mr;
@@ -127,14 +127,14 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
 /* The exact product of one item with no scratch memory: the decode kernel, only slower. */
 static void item_without_scratch(const mm_ctx *c, int m0, int m1, int n0, int n1) {
     const tensor_kernels *k = c->k;
-    if (c->fmt >= 0) {
+    if (!c->nn) {
         const char *w = (const char *)c->w + (size_t)n0 * c->ldw * c->esize;
         k->gemv[c->fmt](c->y + (size_t)m0 * c->ldy + n0, c->ldy, c->x + (size_t)m0 * c->ldx, c->ldx, w, c->ldw,
                         m1 - m0, n1 - n0, c->K);
         add_bias(c, m0, m1, n0, n1);
     } else {
         for (int m = m0; m < m1; m++)
-            k->gemv_nn[c->bfmt](c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx,
+            k->gemv_nn[c->fmt](c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx,
                                 (const char *)c->w + (size_t)n0 * c->esize, c->ldw, n1 - n0, c->K);
     }
 }
@@ -471,20 +471,20 @@ static void nn_rows_item(void *ctx, int item, int ith) {
     int n0 = item * c->item_n, n1 = n0 + c->item_n > c->N ? c->N : n0 + c->item_n;
     const char *b = (const char *)c->w + (size_t)n0 * c->esize;
     for (int m = 0; m < c->M; m++)
-        c->k->gemv_nn[c->bfmt](c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, b, c->ldw, n1 - n0, c->K);
+        c->k->gemv_nn[c->fmt](c->y + (size_t)m * c->ldy + n0, c->x + (size_t)m * c->ldx, b, c->ldw, n1 - n0, c->K);
 }
 
 void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int ldx,
                       const void *b, llava_dtype btype, int ldb, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
-    int bfmt = tensor_wfmt_of(btype);
-    if (bfmt < 0) { /* a caller bug: loud in the output, as tensor_matmul */
+    int fmt = tensor_wfmt_of(btype);
+    if (fmt < 0) { /* a caller bug: loud in the output, as tensor_matmul */
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++) y[(size_t)m * ldy + n] = __builtin_nanf("");
         return;
     }
     mm_ctx c = {.k = tensor_kernels_active(), .pool = pool, .y = y, .ldy = (size_t)ldy, .x = x, .ldx = (size_t)ldx,
-                .w = b, .ldw = (size_t)ldb, .fmt = -1, .bfmt = bfmt, .esize = llava_dtype_size(btype),
+                .w = b, .ldw = (size_t)ldb, .fmt = fmt, .nn = 1, .esize = llava_dtype_size(btype),
                 .M = M, .N = N, .K = K};
     if (K <= 0) {
         for (int m = 0; m < M; m++) memset(y + (size_t)m * ldy, 0, (size_t)N * sizeof(float));
