@@ -94,16 +94,24 @@ static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_key
     fill(q, (size_t)n_q * dv, 3);
     fill(k, layer * layers, 4);
     fill(v, layer * layers, 5);
-    if (kv == LLAVA_DTYPE_F16) { /* in place: the f16 rows in the first half of each buffer */
-        tensor_to_f16((uint16_t *)(void *)k, k, layer * layers);
-        tensor_to_f16((uint16_t *)(void *)v, v, layer * layers);
+    uint16_t *k16 = NULL, *v16 = NULL; /* the cache as an f16 one holds it */
+    if (kv == LLAVA_DTYPE_F16) {
+        k16 = malloc(layer * layers * sizeof *k16);
+        v16 = malloc(layer * layers * sizeof *v16);
+        if (!k16 || !v16) {
+            fprintf(stderr, "decode_parts: out of memory for attention\n");
+            exit(1);
+        }
+        tensor_to_f16(k16, k, layer * layers);
+        tensor_to_f16(v16, v, layer * layers);
     }
+    const char *kc = k16 ? (const char *)k16 : (const char *)k, *vc = v16 ? (const char *)v16 : (const char *)v;
     double best = 1e30;
     for (int pass = 0; pass < 7; pass++) {
         double t0 = now_s();
         for (int l = 0; l < layers; l++) {
             attention_args a = {
-                .q = q, .ldq = dv, .k = (const char *)k + layer * l * es, .v = (const char *)v + layer * l * es,
+                .q = q, .ldq = dv, .k = kc + layer * l * es, .v = vc + layer * l * es,
                 .kv_type = kv, .ldk = causal ? hd : dv,
                 .kv_head_stride = causal ? (size_t)n_keys * hd : (size_t)hd, .out = o, .ldo = dv,
                 .n_q = n_q, .n_keys = n_keys, .n_heads = heads, .n_kv_heads = heads, .hd = hd,
@@ -120,6 +128,8 @@ static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_key
     free(o);
     free(k);
     free(v);
+    free(k16);
+    free(v16);
     free(scratch);
     return best * 1e3;
 }
