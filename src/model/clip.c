@@ -15,17 +15,17 @@ llava_status clip_state_init(clip_state *s, const llava_model *m, llava_error *e
     s->tokens = T;
     s->n_threads = m->pool ? tensor_pool_threads(m->pool) : 1;
     s->scratch_per_thread = attention_scratch_floats(T, T, (int)hd);
-    s->h = malloc((size_t)T * dv * sizeof(float));
-    s->t = malloc((size_t)T * dv * sizeof(float));
-    s->q = malloc((size_t)T * dv * sizeof(float));
-    s->k = malloc((size_t)T * dv * sizeof(float));
-    s->v = malloc((size_t)T * dv * sizeof(float));
-    s->o = malloc((size_t)T * dv * sizeof(float));
-    s->mlp = malloc((size_t)T * (size_t)v->intermediate_size * sizeof(float));
-    s->patches = malloc((size_t)n * (size_t)(v->num_channels * v->patch_size * v->patch_size) *
+    s->h = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->t = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->q = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->k = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->v = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->o = tensor_alloc((size_t)T * dv * sizeof(float));
+    s->mlp = tensor_alloc((size_t)T * (size_t)v->intermediate_size * sizeof(float));
+    s->patches = tensor_alloc((size_t)n * (size_t)(v->num_channels * v->patch_size * v->patch_size) *
                         sizeof(float));
-    s->proj = malloc((size_t)T * (size_t)m->cfg.text.hidden_size * sizeof(float));
-    s->scratch = malloc((size_t)s->n_threads * s->scratch_per_thread * sizeof(float));
+    s->proj = tensor_alloc((size_t)T * (size_t)m->cfg.text.hidden_size * sizeof(float));
+    s->scratch = tensor_alloc((size_t)s->n_threads * s->scratch_per_thread * sizeof(float));
     if (!s->h || !s->t || !s->q || !s->k || !s->v || !s->o || !s->mlp || !s->patches || !s->proj ||
         !s->scratch) {
         clip_state_free(s);

@@ -26,11 +26,11 @@ void decoder_state_free(decoder_state *s) {
 
 void decoder_state_reset(decoder_state *s) { s->n_past = 0; }
 
+/* The buffers' content is not kept (it is written before it is read at every step). */
 static bool grow(float **p, size_t n) {
-    float *q = realloc(*p, n * sizeof(float));
-    if (!q) return false;
-    *p = q;
-    return true;
+    free(*p);
+    *p = tensor_alloc(n * sizeof(float));
+    return *p != NULL;
 }
 
 llava_status decoder_state_reserve(decoder_state *s, const llava_model *m, int cap, int chunk,
@@ -50,8 +50,8 @@ llava_status decoder_state_reserve(decoder_state *s, const llava_model *m, int c
     free(s->v_cache);
     s->kv_type = m->opt.kv_cache == LLAVA_KV_F16 ? LLAVA_DTYPE_F16 : LLAVA_DTYPE_F32;
     size_t cache_bytes = cache * llava_dtype_size(s->kv_type);
-    s->k_cache = malloc(cache_bytes ? cache_bytes : 1);
-    s->v_cache = malloc(cache_bytes ? cache_bytes : 1);
+    s->k_cache = tensor_alloc(cache_bytes);
+    s->v_cache = tensor_alloc(cache_bytes);
     s->cap = s->chunk = 0;
     if (!s->k_cache || !s->v_cache || !grow(&s->x, rows * dt) ||
         !grow(&s->t, rows * dt) || !grow(&s->q, rows * qd) || !grow(&s->k, rows * kvd) ||

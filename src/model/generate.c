@@ -56,7 +56,7 @@ llava_status llava_session_create(llava_model *m, llava_session **out, llava_err
     }
     s->smp = sampler_new(m->info.vocab_size);
     s->stream = tokenizer_stream_new(m->tok, TOKENIZER_SKIP_SPECIAL);
-    s->logits = malloc((size_t)m->info.vocab_size * sizeof(float));
+    s->logits = tensor_alloc((size_t)m->info.vocab_size * sizeof(float));
     s->piece.data = malloc(TEXT_RESERVE);
     s->piece.cap = TEXT_RESERVE;
     s->pending = malloc(TEXT_RESERVE);
@@ -70,11 +70,13 @@ llava_status llava_session_create(llava_model *m, llava_session **out, llava_err
     return LLAVA_OK;
 }
 
+/* The rows are written before they are read: their content is not kept. */
 static bool grow_rows(float **p, size_t *have, size_t rows, size_t width) {
     if (rows <= *have) return true;
-    float *q = realloc(*p, rows * width * sizeof(float));
-    if (!q) return false;
-    *p = q;
+    free(*p);
+    *have = 0;
+    *p = tensor_alloc(rows * width * sizeof(float));
+    if (!*p) return false;
     *have = rows;
     return true;
 }

@@ -249,7 +249,7 @@ llava_status llava_weights_bind(llava_model *m, llava_error *err) {
 
 /* A buffer of bytes the model owns (freed with it), or NULL. */
 static void *model_buffer(llava_model *m, size_t bytes) {
-    void *buf = malloc(bytes);
+    void *buf = tensor_alloc(bytes);
     void **list = realloc(m->weight_bufs, (size_t)(m->n_weight_bufs + 1) * sizeof *list);
     if (list) m->weight_bufs = list;
     if (!buf || !list) {

@@ -361,6 +361,11 @@ static TGT void micro_half(int kc, const uint32_t *a, const uint16_t *b, float *
             __m512 b1 = _mm512_loadu_ps((const float *)(b + (size_t)k * HNR + 32));
             _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR), _MM_HINT_T0);
             _mm_prefetch((const char *)(b + (size_t)(k + 6) * HNR + 32), _MM_HINT_T0);
+            /* and the next tile (the one after this in the panels) into L2: on a W block's first
+             * row panel the tiles come from memory, faster than the hardware prefetcher fetches
+             * them (4-7 % on the tower's products, 2 threads) */
+            _mm_prefetch((const char *)(b + (size_t)(k + kc) * HNR), _MM_HINT_T1);
+            _mm_prefetch((const char *)(b + (size_t)(k + kc) * HNR + 32), _MM_HINT_T1);
 #pragma GCC unroll 14
             for (int i = 0; i < MR; i++) {
                 __m512 ai = _mm512_set1_ps(((const float *)a)[(size_t)k * MR + i]);

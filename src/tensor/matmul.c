@@ -361,7 +361,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
-    uint32_t *xw = malloc((size_t)M * (size_t)K * sizeof *xw);
+    uint32_t *xw = tensor_alloc((size_t)M * (size_t)K * sizeof *xw);
     float *unscale = malloc((size_t)M * sizeof *unscale);
     if (!xw || !unscale) {
         free(xw);

@@ -1,8 +1,17 @@
 /* The row and element-wise kernels of tensor.h (norms, softmax, activations, RoPE, conversion):
  * each forwards to the active ISA's table; RoPE's angles are computed here once per call. */
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #include "tensor/kernels.h"
+
+void *tensor_alloc(size_t bytes) {
+    if (bytes > SIZE_MAX - 63) return NULL;
+    /* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a line */
+    size_t size = bytes ? (bytes + 63) / 64 * 64 : 64;
+    return aligned_alloc(64, size);
+}
 
 void tensor_layernorm(float *y, const float *x, const float *w, const float *b, int rows, int n,
                       float eps) {

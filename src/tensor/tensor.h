@@ -22,6 +22,14 @@ tensor_isa tensor_isa_active(void);
 tensor_isa tensor_isa_set(tensor_isa isa);
 const char *tensor_isa_name(tensor_isa isa);
 
+/* ---- memory ---- */
+
+/* Memory for activations, caches and weights made at load: 64-byte aligned (a cache line), so
+ * that rows starting at multiples of 64 bytes are read and written in whole vectors that never
+ * straddle two lines (malloc's large blocks start 16 bytes into a page: every 64-byte access
+ * then touched two). Freed with free(); NULL when out of memory or when bytes overflows. */
+void *tensor_alloc(size_t bytes);
+
 /* ---- thread pool ---- */
 
 /* A persistent pool of worker threads for slices of one kernel call. The thread that calls
