@@ -1,7 +1,8 @@
 /* Peak arithmetic rate of each multiply-add instruction the products could use, on one core:
  * register-only loops of 12 independent chains (enough to cover each instruction's latency),
  * best of several passes. f32 FMA and the int8 dot product are the probes `llava bench` judges
- * its figures by (tensor.h, quant.h); BF16 and FP16, which no product uses, are measured here. Tells which reduced-precision formats can speed up compute-bound work
+ * its figures by (tensor.h, quant.h); BF16 and FP16 are measured here, and f32 FMA on a subnormal
+ * operand with and without the model's flushing mode (tensor.h). Tells which reduced-precision formats can speed up compute-bound work
  * (the vision tower, the prompt) on this CPU: a format whose instruction does fewer operations
  * per second than f32 FMA cannot beat the exact f32 path, whatever it saves in memory.
  *
@@ -27,11 +28,11 @@ static double now_s(void) {
 }
 
 /* 12 chains of one instruction on ZMM registers; returns the operations done (2 per
- * multiply-add). OPS: multiply-adds per instruction. */
-#define RATE_LOOP(NAME, TARGET, INSN, OPS)                                                       \
+ * multiply-add). OPS: multiply-adds per instruction; B: the constant multiplicand. */
+#define RATE_LOOP(NAME, TARGET, INSN, OPS, B)                                                    \
     __attribute__((target(TARGET))) static double NAME(long iters) {                            \
         __m512 acc[12];                                                                         \
-        __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-7f);                           \
+        __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(B);                               \
         _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++) acc[j] = _mm512_set1_ps((float)j); \
         for (long i = 0; i < iters; i++) {                                                      \
             _Pragma("GCC unroll 12") for (int j = 0; j < 12; j++)                               \
@@ -44,8 +45,20 @@ static double now_s(void) {
         return (double)iters * 12 * 2 * (OPS);                                                  \
     }
 
-RATE_LOOP(loop_dp_bf16, "avx512f,avx512bf16", "vdpbf16ps", 32)
-RATE_LOOP(loop_fma_f16, "avx512f,avx512fp16", "vfmadd231ph", 32)
+RATE_LOOP(loop_dp_bf16, "avx512f,avx512bf16", "vdpbf16ps", 32, 1e-7f)
+RATE_LOOP(loop_fma_f16, "avx512f,avx512fp16", "vfmadd231ph", 32, 1e-7f)
+/* f32 FMA with a subnormal operand (1e-39 < 2^-126): the price of gradual underflow, paid
+ * unless the thread flushes subnormals (tensor_fp_enter) */
+RATE_LOOP(loop_fma_f32_subnormal, "avx512f", "vfmadd231ps", 16, 1e-39f)
+
+static double subnormal_rate_ieee(long iters) { return loop_fma_f32_subnormal(iters); }
+
+static double subnormal_rate_flushed(long iters) {
+    unsigned saved = tensor_fp_enter();
+    double ops = loop_fma_f32_subnormal(iters);
+    tensor_fp_leave(saved);
+    return ops;
+}
 
 static double best_rate(double (*loop)(long), double seconds) {
     long iters = 1000;
@@ -96,6 +109,8 @@ int main(int argc, char **argv) {
     } rows[] = {
         {"vdpbf16ps", "BF16 pairs into f32 (AVX512_BF16)", has_bf16, loop_dp_bf16},
         {"vfmadd231ph", "f16 FMA, f16 accumulators (AVX512_FP16)", has_fp16, loop_fma_f16},
+        {"vfmadd231ps", "f32 FMA, a subnormal operand, IEEE mode", has_avx512f, subnormal_rate_ieee},
+        {"vfmadd231ps", "the same, subnormals flushed (the model's mode)", has_avx512f, subnormal_rate_flushed},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         if (!rows[i].ok) {
@@ -106,7 +121,7 @@ int main(int argc, char **argv) {
         printf("%-12s %-44s %12.1f %9.2fx\n", rows[i].name, rows[i].what, r * 1e-9, r / f32);
     }
     printf("one core; operations = 2 per multiply-add; f32 and int8: llava bench's probes over %.1f s; "
-           "BF16, FP16: best of 5 passes of %.2f s\n", 5 * seconds, seconds);
+           "the others: best of 5 passes of %.2f s\n", 5 * seconds, seconds);
     return 0;
 }
 #else

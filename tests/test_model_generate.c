@@ -13,6 +13,9 @@
 
 #include <cmocka.h>
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#endif
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "text/tokenizer.h"
@@ -102,8 +105,16 @@ static llava_status run(llava_session *s, const llava_prepared *p,
                         const llava_generate_params *gp, collected *c, llava_generate_result *r) {
     llava_callbacks cb = {.user = c, .on_token = on_token, .cancelled = is_cancelled};
     llava_error err;
+#if defined(__x86_64__)
+    unsigned csr = _mm_getcsr();
+#endif
     llava_status st = llava_generate(s, p, gp, &cb, r, &err);
     if (st != LLAVA_OK) print_message("generate: %s\n", err.message);
+#if defined(__x86_64__)
+    /* the model computes with subnormals flushed, then gives the caller its own mode back (the
+     * low six bits are sticky exception flags, which arithmetic sets) */
+    assert_int_equal(_mm_getcsr() & ~0x3fu, csr & ~0x3fu);
+#endif
     return st;
 }
 

@@ -866,6 +866,53 @@ static void test_pool(void **state) {
     tensor_pool_destroy(NULL);
 }
 
+/* Whether this thread now reads a subnormal operand as zero and writes a subnormal result as
+ * zero (volatile: computed at run time, in the thread's mode). */
+static int flushes_subnormals(void) {
+    volatile float tiny = 1e-39f, one = 1.0f, small = 1e-30f, smaller = 1e-10f;
+    float read = tiny * one, made = small * smaller;
+    return read == 0.0f && made == 0.0f;
+}
+
+typedef struct fp_ctx {
+    atomic_int flushing, threads;
+} fp_ctx;
+
+static void fp_slice(void *ctx, int ith, int nth) {
+    fp_ctx *c = ctx;
+    (void)nth;
+    if (ith > 0) {
+        atomic_fetch_add(&c->threads, 1);
+        atomic_fetch_add(&c->flushing, flushes_subnormals());
+    }
+}
+
+/* tensor_fp_enter flushes subnormals on this thread until tensor_fp_leave gives the caller's mode
+ * back; the pool's workers always flush. (x86-64 only: elsewhere both do nothing.) */
+static void test_fp_mode(void **state) {
+    (void)state;
+#if defined(__x86_64__)
+    assert_false(flushes_subnormals()); /* the C default: IEEE gradual underflow */
+    unsigned saved = tensor_fp_enter();
+    assert_true(flushes_subnormals());
+    unsigned inner = tensor_fp_enter(); /* nested: the outer mode comes back */
+    tensor_fp_leave(inner);
+    assert_true(flushes_subnormals());
+    tensor_fp_leave(saved);
+    assert_false(flushes_subnormals());
+    tensor_pool *pool = tensor_pool_create(3);
+    assert_non_null(pool);
+    static fp_ctx c;
+    for (int run = 0; run < 50; run++) tensor_pool_run(pool, fp_slice, &c);
+    assert_int_equal(atomic_load(&c.threads), 100);
+    assert_int_equal(atomic_load(&c.flushing), 100);
+    assert_false(flushes_subnormals()); /* the caller's own mode is untouched by the pool */
+    tensor_pool_destroy(pool);
+#else
+    skip();
+#endif
+}
+
 /* A pool idle long enough for its workers to fall asleep wakes up for the next run. */
 static void test_pool_sleep_wake(void **state) {
     (void)state;
@@ -920,6 +967,7 @@ int main(void) {
         cmocka_unit_test(test_to_f16),
         cmocka_unit_test(test_pool),
         cmocka_unit_test(test_pool_sleep_wake),
+        cmocka_unit_test(test_fp_mode),
         cmocka_unit_test(test_probes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

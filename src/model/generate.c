@@ -126,8 +126,8 @@ static llava_status encode_images(llava_session *s, const llava_prepared *p, flo
     return LLAVA_OK;
 }
 
-llava_status llava_encode_images(llava_session *s, const llava_prepared *p, float *image_features,
-                                 const llava_callbacks *cb, llava_error *err) {
+static llava_status encode_images_entry(llava_session *s, const llava_prepared *p, float *image_features,
+                                         const llava_callbacks *cb, llava_error *err) {
     size_t dt = (size_t)s->m->info.text_hidden, rows = (size_t)s->m->info.tokens_per_image;
     if (p->n_images < 0 || (p->n_images > 0 && !p->pixel_values) || p->image_size != s->m->info.image_size)
         return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "encode: %d images of %d px for a model of %d px",
@@ -137,6 +137,14 @@ llava_status llava_encode_images(llava_session *s, const llava_prepared *p, floa
     llava_status st = encode_images(s, p, NULL, s->features, cb, err);
     if (st == LLAVA_OK && image_features)
         memcpy(image_features, s->features, (size_t)p->n_images * rows * dt * sizeof(float));
+    return st;
+}
+
+llava_status llava_encode_images(llava_session *s, const llava_prepared *p, float *image_features,
+                                 const llava_callbacks *cb, llava_error *err) {
+    unsigned fp = tensor_fp_enter();
+    llava_status st = encode_images_entry(s, p, image_features, cb, err);
+    tensor_fp_leave(fp);
     return st;
 }
 
@@ -205,13 +213,21 @@ static llava_status prompt_pass(llava_session *s, const llava_prepared *p, int c
     return LLAVA_OK;
 }
 
-llava_status llava_evaluate_prompt(llava_session *s, const llava_prepared *p, llava_trace *trace,
-                                   const llava_callbacks *cb, llava_error *err) {
+static llava_status evaluate_prompt_entry(llava_session *s, const llava_prepared *p, llava_trace *trace,
+                                           const llava_callbacks *cb, llava_error *err) {
     llava_error local;
     if (!err) err = &local;
     llava_status st = check_prepared(s->m, p, err);
     if (st != LLAVA_OK) return st;
     return prompt_pass(s, p, p->n_positions, trace, cb, NULL, err);
+}
+
+llava_status llava_evaluate_prompt(llava_session *s, const llava_prepared *p, llava_trace *trace,
+                                   const llava_callbacks *cb, llava_error *err) {
+    unsigned fp = tensor_fp_enter();
+    llava_status st = evaluate_prompt_entry(s, p, trace, cb, err);
+    tensor_fp_leave(fp);
+    return st;
 }
 
 /* ---- streaming text with stop strings ---- */
@@ -280,9 +296,9 @@ static bool is_eos(const llava_model_info *i, int32_t id) {
     return false;
 }
 
-llava_status llava_generate(llava_session *s, const llava_prepared *p,
-                            const llava_generate_params *params, const llava_callbacks *cb,
-                            llava_generate_result *result, llava_error *err) {
+static llava_status generate_entry(llava_session *s, const llava_prepared *p,
+                                    const llava_generate_params *params, const llava_callbacks *cb,
+                                    llava_generate_result *result, llava_error *err) {
     llava_error local;
     if (!err) err = &local;
     llava_model *m = s->m;
@@ -368,4 +384,15 @@ llava_status llava_generate(llava_session *s, const llava_prepared *p,
     r.decode_ms = llava_now_ms() - t_loop;
     if (result) *result = r;
     return LLAVA_OK;
+}
+
+/* The model's entry points compute in tensor_fp_enter's mode (subnormals flushed: tensor.h),
+ * callbacks included, and give the caller's thread its own mode back. */
+llava_status llava_generate(llava_session *s, const llava_prepared *p,
+                            const llava_generate_params *params, const llava_callbacks *cb,
+                            llava_generate_result *result, llava_error *err) {
+    unsigned fp = tensor_fp_enter();
+    llava_status st = generate_entry(s, p, params, cb, result, err);
+    tensor_fp_leave(fp);
+    return st;
 }

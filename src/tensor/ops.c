@@ -6,6 +6,23 @@
 
 #include "tensor/kernels.h"
 
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+#define MXCSR_FTZ 0x8000u /* results below 2^-126 written as zero */
+#define MXCSR_DAZ 0x0040u /* operands below 2^-126 read as zero */
+
+unsigned tensor_fp_enter(void) {
+    unsigned saved = _mm_getcsr();
+    _mm_setcsr(saved | MXCSR_FTZ | MXCSR_DAZ);
+    return saved;
+}
+
+void tensor_fp_leave(unsigned saved) { _mm_setcsr(saved); }
+#else
+unsigned tensor_fp_enter(void) { return 0; }
+void tensor_fp_leave(unsigned saved) { (void)saved; }
+#endif
+
 void *tensor_alloc(size_t bytes) {
     if (bytes > SIZE_MAX - 63) return NULL;
     /* aligned_alloc wants a multiple of the alignment; 0 bytes still gets a line */

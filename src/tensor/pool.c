@@ -70,6 +70,7 @@ static void *worker_main(void *arg_) {
     tensor_pool *p = arg->pool;
     int ith = arg->ith;
     free(arg);
+    (void)tensor_fp_enter(); /* for the thread's life: it only runs kernels */
     /* Generation 0 is the one at creation: a run may already have bumped it by the time this
      * thread starts, and that run is this thread's to join. */
     unsigned seen = 0;
