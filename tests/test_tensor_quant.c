@@ -255,7 +255,7 @@ static void test_reference_product(void **state) {
 static void test_paths_match_reference(void **state) {
     (void)state;
     static const int Ms[] = {1, 2, 3, 4, 5, 7, 9, 33};
-    static const int Ns[] = {16, 40, 64, 100};
+    static const int Ns[] = {16, 32, 40, 64, 100}; /* 1, 2, 3, 4 and 4 + 3 row groups */
     static const int Ks[] = {32, 96, 1056, 2048};
     rng r = {0xfeedu};
     tensor_pool *pool = tensor_pool_create(2);

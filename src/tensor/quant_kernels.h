@@ -24,7 +24,7 @@ typedef struct quant_act {
 } quant_act;
 
 #define QUANT_MR_MAX 4 /* rows of x per tile, at most, in any table */
-#define QUANT_NG_MAX 2 /* row groups of W per tile, at most */
+#define QUANT_NG_MAX 4 /* row groups of W per tile, at most */
 
 typedef struct quant_kernels {
     quant_path path;
