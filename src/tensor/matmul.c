@@ -147,7 +147,7 @@ static void run_items(mm_ctx *c, int ith, size_t bytes,
     char *mem = c->pool ? tensor_pool_scratch(c->pool, ith, bytes) : NULL;
     int owned = 0;
     if (!mem) {
-        mem = aligned_alloc(64, bytes);
+        mem = tensor_alloc(bytes);
         owned = 1;
     }
     int n_items = c->items_n * c->items_m;

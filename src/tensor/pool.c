@@ -174,9 +174,9 @@ int tensor_pool_threads(const tensor_pool *p) { return p ? p->n_threads : 1; }
 void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
     if (!p || ith < 0 || ith >= p->n_threads) return NULL;
     if (p->scratch_bytes[ith] >= bytes) return p->scratch[ith];
-    size_t size = (bytes + 63) / 64 * 64;
-    void *m = aligned_alloc(64, size);
+    void *m = tensor_alloc(bytes);
     if (!m) return NULL;
+    size_t size = (bytes + 63) / 64 * 64; /* what tensor_alloc gave */
     free(p->scratch[ith]);
     p->scratch[ith] = m;
     p->scratch_bytes[ith] = size;

@@ -51,7 +51,7 @@ double tensor_probe_read_bandwidth_ex(tensor_pool *pool, size_t bytes, int reps,
     bw_ctx c = {.k = tensor_kernels_for(tensor_isa_detect()), .n = bytes / sizeof(float) / 64 * 64};
     if (per_cpu) *per_cpu = 0;
     if (c.n == 0) return 0;
-    c.buf = aligned_alloc(64, c.n * sizeof(float));
+    c.buf = tensor_alloc(c.n * sizeof(float));
     if (!c.buf) return 0;
     tensor_pool_run(pool, bw_touch, &c);
     double best = 0, best_cpu = 0, amount = (double)(c.n * sizeof(float));

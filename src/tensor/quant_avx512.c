@@ -110,7 +110,7 @@ INL void tile_body(float *y, size_t ldy, const quant_act *a, int m0, const int m
         for (int gg = 0; gg < ng; gg += NG_BODY) {                                                       \
             float *yg = y + (size_t)gg * TENSOR_QROWS;                                                   \
             const uint8_t *wg = w + (size_t)gg * gstride;                                                \
-            if (ng - gg >= 2) tile_body(yg, ldy, a, m0, MRC, wg, gstride, 2, b0, b1, accumulate, q4);   \
+            if (ng - gg >= NG_BODY) tile_body(yg, ldy, a, m0, MRC, wg, gstride, NG_BODY, b0, b1, accumulate, q4); \
             else tile_body(yg, ldy, a, m0, MRC, wg, gstride, 1, b0, b1, accumulate, q4);                \
         }                                                                                                \
         break;
