@@ -209,8 +209,14 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
             st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "could not start %d compute threads",
                                  m->opt.n_threads);
     }
-    if (st == LLAVA_OK && m->opt.quant != LLAVA_QUANT_NONE) st = llava_weights_quantize(m, err);
-    if (st == LLAVA_OK) st = llava_weights_half(m, err);
+    if (st == LLAVA_OK) {
+        /* The weights made at load in the mode the pool's workers run in (tensor.h), so that an
+         * item's bytes do not depend on which thread took it. */
+        unsigned fp = tensor_fp_enter();
+        if (m->opt.quant != LLAVA_QUANT_NONE) st = llava_weights_quantize(m, err);
+        if (st == LLAVA_OK) st = llava_weights_half(m, err);
+        tensor_fp_leave(fp);
+    }
     if (st != LLAVA_OK) {
         llava_model_free(m);
         return st;

@@ -176,10 +176,9 @@ void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
     if (p->scratch_bytes[ith] >= bytes) return p->scratch[ith];
     void *m = tensor_alloc(bytes);
     if (!m) return NULL;
-    size_t size = (bytes + 63) / 64 * 64; /* what tensor_alloc gave */
     free(p->scratch[ith]);
     p->scratch[ith] = m;
-    p->scratch_bytes[ith] = size;
+    p->scratch_bytes[ith] = bytes;
     return m;
 }
 

@@ -32,14 +32,13 @@ void *tensor_alloc(size_t bytes);
 
 /* ---- floating-point mode ---- */
 
-/* An f32 multiply-add with a subnormal operand (|x| < 2^-126) costs x86 CPUs a microcode assist:
- * the GEMM microkernel runs at half speed with one x value in 256 subnormal, a tenth with one W
- * value in 256 (bench/isa_rates). Softmax over scores 87 or more apart and the activation
- * functions far in their tails make such values. The model therefore computes with them read as
- * zero and results that small written as zero (MXCSR's DAZ and FTZ on x86-64, as TensorFlow's
- * compute threads run): no result changes by more than that size. tensor_fp_enter sets the mode
- * on the calling thread and returns the one it replaced, for tensor_fp_leave; the pool's worker
- * threads always run in it. Elsewhere both do nothing. */
+/* An f32 multiply-add with a subnormal operand (|x| < 2^-126) costs x86 CPUs a microcode assist
+ * (bench/isa_rates: 0.7 instead of 171 Gop/s on one core here). Softmax over scores 87 or more
+ * apart and the activation functions far in their tails make such values. The model therefore
+ * computes with them read as zero and results that small written as zero (MXCSR's DAZ and FTZ
+ * on x86-64, as TensorFlow's compute threads run): no result changes by more than that size.
+ * tensor_fp_enter sets the mode on the calling thread and returns the one it replaced, for
+ * tensor_fp_leave; the pool's worker threads always run in it. Elsewhere both do nothing. */
 unsigned tensor_fp_enter(void);
 void tensor_fp_leave(unsigned saved);
 
