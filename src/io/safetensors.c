@@ -303,6 +303,14 @@ llava_status st_file_open(const char *path, st_file **out, llava_error *err) {
     }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
+#ifdef MADV_HUGEPAGE
+    /* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
+     * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads the file into 2 MiB
+     * page-cache folios and maps them whole (bench/decode_parts: products 2-5 % faster through
+     * 2 MiB pages). Pages already cached keep the size they were read in with; a kernel or file
+     * system without the feature ignores the advice. */
+    if (map != MAP_FAILED) (void)madvise(map, (size_t)size, MADV_HUGEPAGE);
+#endif
     close(fd); /* the mapping keeps the file */
     if (map == MAP_FAILED)
         return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot map %llu bytes: %s", path,
