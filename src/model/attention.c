@@ -62,12 +62,15 @@ static void one_head(const attention_args *a, int h, float *scratch) {
     tensor_matmul_nn(NULL, a->out + (size_t)h * hd, a->ldo, S, nk, V, a->kv_type, a->ldk, nq, hd, nk);
 }
 
-static void heads_task(void *ctx, int ith, int nth) {
+/* Heads are taken in turn rather than split in advance: on a shared machine one thread can run
+ * slower for a while, and a fixed half of the heads would leave the other waiting at the end
+ * (decode attention over a 7B's f16 cache, in one process against the fixed split: 0.947 of
+ * the time at a busy moment, 0.99-1.01 at quiet ones). */
+static void head_item(void *ctx, int h, int ith) {
     const attention_args *a = ctx;
-    float *scratch = a->scratch + (size_t)ith * a->scratch_per_thread;
-    for (int h = ith; h < a->n_heads; h += nth) one_head(a, h, scratch);
+    one_head(a, h, a->scratch + (size_t)ith * a->scratch_per_thread);
 }
 
 void attention_run(tensor_pool *pool, const attention_args *a) {
-    tensor_pool_run(pool, heads_task, (void *)a);
+    tensor_pool_for(pool, a->n_heads, head_item, (void *)a);
 }
