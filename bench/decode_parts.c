@@ -107,10 +107,11 @@ static int products(tensor_pool *pool, int layers, tensor_qtype t) {
     double best = dt[0][0], best_huge = dt[1][0];
     bw = max2(bw, probe(pool));
     for (int h = 0; h < 2; h++) {
-        double s = h ? best_huge : best, gbs = (double)bytes / s * 1e-9;
-        printf("products %s, %s: %d layers, %.0f MB in %.1f ms: %.2f GB/s, %.0f %% of the read probe (%.2f GB/s)\n",
+        double s = h ? best_huge : best, gbs = (double)bytes / s * 1e-9, med = (double)bytes / dt[h][PASSES / 2] * 1e-9;
+        printf("products %s, %s: %d layers, %.0f MB in %.1f ms: %.2f GB/s, %.0f %% of the read probe (%.2f GB/s); "
+               "median pass %.0f %%\n",
                tensor_qtype_name(t), h ? "2 MiB pages" : "4 KiB pages", layers, (double)bytes * 1e-6, s * 1e3, gbs,
-               100 * gbs / (bw * 1e-9), bw * 1e-9);
+               100 * gbs / (bw * 1e-9), bw * 1e-9, 100 * med / (bw * 1e-9));
     }
     printf("  (%.0f %% of the 2 MiB-page copy got huge pages; time 2 MiB / 4 KiB pages: best %.3f, median %.3f)\n",
            100 * huge / (double)bytes, best_huge / best, dt[1][PASSES / 2] / dt[0][PASSES / 2]);

@@ -306,7 +306,7 @@ llava_status st_file_open(const char *path, st_file **out, llava_error *err) {
 #ifdef MADV_HUGEPAGE
     /* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
      * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads the file into 2 MiB
-     * page-cache folios and maps them whole (bench/decode_parts: products 2-5 % faster through
+     * page-cache folios and maps them whole (bench/decode_parts: products 0-5 % faster through
      * 2 MiB pages). Pages already cached keep the size they were read in with; a kernel or file
      * system without the feature ignores the advice. */
     if (map != MAP_FAILED) (void)madvise(map, (size_t)size, MADV_HUGEPAGE);
