@@ -96,6 +96,10 @@ typedef struct llava_engine_config {
      * memory per position and half the cache bytes each decoded token reads; keys and values
      * rounded to f16, about 1e-3 relative error on the logits; llama.cpp's default). */
     int kv_cache;
+    /* false: the checkpoint's files are mapped. true: read whole into the engine's memory at
+     * load (llama.cpp's --no-mmap): a slower load, but decode streams fresh anonymous memory,
+     * faster and more steadily on the machines measured (docs/PERFORMANCE.md). */
+    bool no_mmap;
 } llava_engine_config;
 
 enum { LLAVA_QUANT_LOAD_NONE = 0, LLAVA_QUANT_LOAD_Q8_0 = 1, LLAVA_QUANT_LOAD_Q4_0 = 2 };

@@ -171,11 +171,16 @@ static void test_malformed_files(void **state) {
         tmp_path(path, sizeof path, cases[i].name);
         write_raw(path, cases[i].header, cases[i].claimed_len, cases[i].data_len);
         expect_reject(path, path, cases[i].frag1, cases[i].frag2);
-        /* st_file_open gives the same verdict */
+        /* st_file_open gives the same verdict, mapped or read into memory */
         st_file *f = NULL;
         llava_error err;
         assert_int_not_equal(st_file_open(path, &f, &err), LLAVA_OK);
         assert_null(f);
+        char msg[sizeof err.message];
+        memcpy(msg, err.message, sizeof msg);
+        assert_int_not_equal(st_file_open_mode(path, ST_READ, &f, &err), LLAVA_OK);
+        assert_null(f);
+        assert_string_equal(err.message, msg);
     }
 
     /* shorter than the length field */
@@ -303,7 +308,26 @@ static void test_writer_round_trip(void **state) {
     assert_string_equal(st_file_metadata(f, "format"), "pt");
     assert_string_equal(st_file_metadata(f, "author"), "test");
     assert_null(st_file_metadata(f, "nothing"));
+
+    /* read into memory instead of mapped: the same tensors, bytes and metadata */
+    st_file *g;
+    assert_int_equal(st_file_open_mode(path, ST_READ, &g, &err), LLAVA_OK);
+    assert_int_equal(st_file_count(g), st_file_count(f));
+    for (size_t i = 0; i < st_file_count(f); i++) {
+        const st_tensor *a_t = st_file_tensor(f, i), *b_t = st_file_tensor(g, i);
+        assert_string_equal(a_t->name, b_t->name);
+        assert_int_equal(a_t->nbytes, b_t->nbytes);
+        assert_true(a_t->nbytes == 0 || a_t->data != b_t->data);
+        if (a_t->nbytes) assert_memory_equal(a_t->data, b_t->data, a_t->nbytes);
+    }
+    assert_string_equal(st_file_metadata(g, "author"), "test");
+    st_file_close(g);
     st_file_close(f);
+    st_set *rs;
+    assert_int_equal(st_set_open_mode(path, ST_READ, &rs, &err), LLAVA_OK);
+    assert_memory_equal(st_set_find(rs, "m.f16")->data, h, sizeof h);
+    assert_memory_equal(st_set_find(rs, "z.u8")->data, u, 5);
+    st_set_close(rs);
 
     /* a name added twice is refused at save time */
     w = st_writer_new();

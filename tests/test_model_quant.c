@@ -2,7 +2,8 @@
  * format, the relative error of the vision features, image features and last logits (reported;
  * bounded loosely, since quantization is an approximation by design), the greedy tokens (Q8_0
  * must give the reference's 16 tokens, whose top-2 margins the fixtures keep wide), and the same
- * bits from a checkpoint written by `llava quantize` as from quantizing at load. */
+ * bits from a checkpoint written by `llava quantize` as from quantizing at load, and from the
+ * files read into memory (no_mmap) as from their mapping. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -59,6 +60,32 @@ static void outputs_free(outputs *o) {
     free(o->logits);
 }
 
+/* Read the checkpoint into memory instead of mapping it (llava_model_options.no_mmap). */
+static int g_no_mmap;
+
+/* Same bits, the same greedy tokens. */
+static void assert_same_outputs(const outputs *a, const outputs *b) {
+    assert_memory_equal(a->logits, b->logits, b->n_logits * sizeof(float));
+    assert_memory_equal(a->imf, b->imf, b->n_imf * sizeof(float));
+    assert_int_equal(a->gen.n, b->gen.n);
+    assert_memory_equal(a->gen.ids, b->gen.ids, (size_t)b->gen.n * sizeof(int32_t));
+}
+
+/* Runs dir as run_model does, read into memory, and checks the outputs are o's bits (the
+ * sources of weights made at load are then kept: tests/test_model_variants.py runs the case
+ * that needs them, a tied lm_head quantized at load). */
+static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, const st_file *ref,
+                      outputs *o);
+static void check_read_into_memory(const char *dir, llava_quant q, unsigned half, const st_file *ref,
+                                   const outputs *o) {
+    outputs r = {0};
+    g_no_mmap = 1;
+    run_model(dir, q, half, LLAVA_KV_F32, ref, &r);
+    g_no_mmap = 0;
+    assert_same_outputs(&r, o);
+    outputs_free(&r);
+}
+
 /* Loads dir with the given quantization, runs the reference's inputs, fills o. */
 static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, const st_file *ref,
                       outputs *o) {
@@ -69,6 +96,7 @@ static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_ca
     opt.quant = q;
     opt.half_parts = half;
     opt.kv_cache = kv;
+    opt.no_mmap = g_no_mmap;
     llava_model *m = NULL;
     if (llava_model_load(dir, &opt, &m, &err) != LLAVA_OK) fail_msg("%s", err.message);
     llava_model_info info;
@@ -144,6 +172,7 @@ static void run_fixture(const char *name) {
             assert_int_equal(o.gen.n, gen->numel);
             assert_int_equal(same, gen->numel);
         }
+        check_read_into_memory(dir, quants[qi], 0, ref, &o);
 
         /* the same model through `llava quantize`: identical bits */
         const char *bin = getenv("LLAVA_BIN");
@@ -183,6 +212,7 @@ static void run_fixture(const char *name) {
         char what[96];
         snprintf(what, sizeof what, "%s (%s)", half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here");
         report(name, what, &o, ref, 1e-2);
+        if (hi == 1) check_read_into_memory(dir, LLAVA_QUANT_NONE, halves[hi], ref, &o);
         outputs_free(&o);
     }
 

@@ -233,6 +233,21 @@ def main():
         res = json.loads(r.stdout)
         assert 1 <= res["usage"]["completion_tokens"] <= 5, res
         print("layouts agree; run:", res["finish_reason"], res["token_ids"])
+
+        # the files read into memory (--no-mmap) instead of mapped: the same tokens, also when
+        # quantizing at load a tied lm_head, whose source is the embedding table (the mapping
+        # drops such source pages and re-reads them from the file; memory of the process's own
+        # must keep them)
+        t = os.path.join(tmp, "tied")
+        make(t, ["--dtype", "f16"], ["text_config.tie_word_embeddings=true"])
+        assert json.load(open(os.path.join(t, "config.json")))["text_config"]["tie_word_embeddings"]
+        for model, extra in ((a, []), (t, []), (t, ["--quant", "q8_0"])):
+            base = [LLAVA, "run", "-m", model, "-i", IMAGE, "-p", "What is this?", "-n", "8", "--json", "-t", "2",
+                    "--temp", "0", *extra]
+            mapped = json.loads(run(*base).stdout)["token_ids"]
+            read = json.loads(run(*base, "--no-mmap").stdout)["token_ids"]
+            assert mapped == read, (model, extra, mapped, read)
+        print("read into memory = mapped:", mapped)
     print("ok")
 
 

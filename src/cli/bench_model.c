@@ -33,6 +33,8 @@ static const char BENCH_MODEL_USAGE[] =
     "                           AVX512-FP16 (elsewhere the products stay exact)\n"
     "      --kv-cache T         the KV cache's type: f32 (default, exact) or f16 (half the\n"
     "                           cache bytes each decoded token reads; llama.cpp's default)\n"
+    "      --no-mmap            read the weights into memory at load instead of mapping the\n"
+    "                           files (the load time then includes reading them)\n"
     "      --image FILE         image to decode and encode (default: generated 640x480 pixels,\n"
     "                           preprocessed but not decoded)\n"
     "      --prompt-tokens N    text tokens after the image (default 64)\n"
@@ -207,6 +209,7 @@ typedef struct bench_opts {
     int quant; /* 0, or 1 + tensor_qtype */
     unsigned half_parts; /* LLAVA_PART_* bits asked for half precision */
     int kv_f16;          /* an f16 KV cache (--kv-cache f16) */
+    int no_mmap;         /* weights read into memory (--no-mmap) */
     int vision_only;
 } bench_opts;
 
@@ -349,6 +352,7 @@ static void print_text(const bench_opts *o, const bench_report *r) {
                tensor_half_available() ? "AVX512-FP16" : "not on this CPU: the products stay exact");
     }
     if (o->kv_f16) printf("KV cache: f16\n");
+    if (o->no_mmap) printf("weights read into memory at load (--no-mmap)\n");
     if (o->vision_only)
         printf("request: 1 image through the vision tower and projector only\n");
     else
@@ -408,7 +412,7 @@ static void print_json(const bench_opts *o, const bench_report *r) {
     char parts[64];
     cli_parts_name(o->half_parts, parts, sizeof parts);
     printf("\"half\":\"%s\",\"half_active\":%s,", parts, o->half_parts && tensor_half_available() ? "true" : "false");
-    printf("\"kv_cache\":\"%s\",", o->kv_f16 ? "f16" : "f32");
+    printf("\"kv_cache\":\"%s\",\"mmap\":%s,", o->kv_f16 ? "f16" : "f32", o->no_mmap ? "false" : "true");
     printf("\"prompt_tokens\":%d,\"positions\":%d,\"gen_tokens\":%d,", o->prompt_tokens, r->positions,
            o->gen_tokens);
     if (r->have_bounds)
@@ -457,7 +461,7 @@ static uint8_t *generated_image(int w, int h) {
 int bench_model(int argc, char **argv) {
     bench_opts o = {.prompt_tokens = 64, .gen_tokens = 32, .threads = 0, .repeat = 3, .warmup = 1,
                     .probe = 1};
-    enum { OPT_KV = 252, OPT_VISION = 253, OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
+    enum { OPT_NOMMAP = 251, OPT_KV = 252, OPT_VISION = 253, OPT_HALF = 254, OPT_QUANT = 255, OPT_IMAGE = 256, OPT_PROMPT, OPT_GEN, OPT_REPEAT, OPT_WARMUP, OPT_NOPROBE, OPT_JSON, OPT_CHUNK };
     static const struct option longs[] = {
         {"model", required_argument, 0, 'm'},         {"quant", required_argument, 0, OPT_QUANT},         {"image", required_argument, 0, OPT_IMAGE},
         {"prompt-tokens", required_argument, 0, OPT_PROMPT},
@@ -466,7 +470,8 @@ int bench_model(int argc, char **argv) {
         {"no-probe", no_argument, 0, OPT_NOPROBE},     {"json", no_argument, 0, OPT_JSON},
         {"prefill-chunk", required_argument, 0, OPT_CHUNK}, {"half", required_argument, 0, OPT_HALF},
         {"vision-only", no_argument, 0, OPT_VISION},  {"kv-cache", required_argument, 0, OPT_KV},
-        {"help", no_argument, 0, 'h'},                 {0, 0, 0, 0}};
+        {"no-mmap", no_argument, 0, OPT_NOMMAP},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, "m:t:h", longs, NULL)) != -1) {
@@ -490,6 +495,7 @@ int bench_model(int argc, char **argv) {
         }
         case OPT_IMAGE: o.image = optarg; break;
         case OPT_VISION: o.vision_only = 1; break;
+        case OPT_NOMMAP: o.no_mmap = 1; break;
         case OPT_PROMPT: if (parse_int(optarg, "--prompt-tokens", 0, 1 << 20, &o.prompt_tokens)) return 1; break;
         case OPT_GEN: if (parse_int(optarg, "--gen-tokens", 2, 1 << 20, &o.gen_tokens)) return 1; break;
         case 't': if (parse_int(optarg, "--threads", 1, 1024, &o.threads)) return 1; break;
@@ -522,6 +528,7 @@ int bench_model(int argc, char **argv) {
     mo.prefill_chunk = o.prefill_chunk;
     mo.half_parts = o.half_parts;
     mo.kv_cache = o.kv_f16 ? LLAVA_KV_F16 : LLAVA_KV_F32;
+    mo.no_mmap = o.no_mmap;
     mo.quant = o.quant == 1 + TENSOR_Q8_0 ? LLAVA_QUANT_Q8_0 : o.quant == 1 + TENSOR_Q4_0 ? LLAVA_QUANT_Q4_0 : LLAVA_QUANT_NONE;
     llava_model *m = NULL;
     llava_session *s = NULL;

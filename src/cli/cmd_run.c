@@ -37,6 +37,8 @@ static const char RUN_USAGE[] =
     "                          CPUs with AVX512-FP16) for vision,projector,text,lm_head or all\n"
     "      --kv-cache T        the KV cache's type: f32 (default, exact) or f16 (half the memory\n"
     "                          and cache reads, ~1e-3 relative error; llama.cpp's default)\n"
+    "      --no-mmap           read the weights into memory at load instead of mapping the\n"
+    "                          files (slower load, faster and steadier decode)\n"
     "      --ctx N             context limit (default: the model's)\n"
     "      --json              print one JSON object instead of streaming\n";
 
@@ -96,7 +98,7 @@ static const char *finish_name(llava_done_reason r) {
 
 int cmd_run(int argc, char **argv) {
     enum { O_RAW = 256, O_TEMPLATE, O_TEMP, O_TOPK, O_TOPP, O_MINP, O_REP, O_PRES, O_FREQ, O_SEED,
-           O_STOP, O_CTX, O_JSON, O_HELP, O_HALF, O_QUANT, O_KV };
+           O_STOP, O_CTX, O_JSON, O_HELP, O_HALF, O_QUANT, O_KV, O_NOMMAP };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"image", required_argument, 0, 'i'},
         {"prompt", required_argument, 0, 'p'},   {"raw", no_argument, 0, O_RAW},
@@ -110,7 +112,7 @@ int cmd_run(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},  {"ctx", required_argument, 0, O_CTX},
         {"json", no_argument, 0, O_JSON},        {"help", no_argument, 0, O_HELP},
         {"half", required_argument, 0, O_HALF},  {"quant", required_argument, 0, O_QUANT},
-        {"kv-cache", required_argument, 0, O_KV},
+        {"kv-cache", required_argument, 0, O_KV}, {"no-mmap", no_argument, 0, O_NOMMAP},
         {0, 0, 0, 0}};
     const char *model_dir = NULL, *prompt = NULL, *images[MAX_IMAGES], *stops[MAX_STOPS];
     int n_images = 0, n_stops = 0;
@@ -185,6 +187,7 @@ int cmd_run(int argc, char **argv) {
             if (cli_parse_kv_cache(optarg, &cfg.kv_cache) != 0)
                 return cli_fail("--kv-cache: '%s': expected f32 or f16", optarg);
             break;
+        case O_NOMMAP: cfg.no_mmap = true; break;
         case O_HALF:
             if (cli_parse_parts(optarg, &cfg.half_parts) != 0)
                 return cli_fail("--half: '%s': expected parts from vision,projector,text,lm_head,all", optarg);

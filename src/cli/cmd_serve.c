@@ -37,6 +37,8 @@ static void serve_usage(FILE *out) {
             "                           with AVX512-FP16) for vision,projector,text,lm_head or all\n"
             "  --kv-cache T             the KV cache's type: f32 (exact) or f16 (half the memory,\n"
             "                           ~1e-3 relative error; llama.cpp's default) (f32)\n"
+            "  --no-mmap                read the weights into memory at load instead of mapping\n"
+            "                           the files (slower load, faster and steadier decode)\n"
             "  --prep-threads N         image/tokenizer threads, 1 or 2 (1)\n"
             "  --ctx N                  context limit (the model's)\n"
             "  --engine-nice N          nice value of the engine's threads above the HTTP\n"
@@ -111,6 +113,9 @@ int cmd_serve(int argc, char **argv) {
             continue;
         } else if (!strcmp(a, "--quiet")) {
             quiet = true;
+            continue;
+        } else if (!strcmp(a, "--no-mmap")) {
+            cfg.no_mmap = true;
             continue;
         }
         if (!v) {

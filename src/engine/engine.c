@@ -175,6 +175,7 @@ llava_status llava_engine_open(const llava_engine_config *cfg, llava_engine **ou
     e->mopt.prefill_chunk = cfg->prefill_chunk;
     e->mopt.half_parts = cfg->half_parts;
     e->mopt.kv_cache = cfg->kv_cache == LLAVA_KV_CACHE_F16 ? LLAVA_KV_F16 : LLAVA_KV_F32;
+    e->mopt.no_mmap = cfg->no_mmap;
     e->mopt.quant = cfg->quant == LLAVA_QUANT_LOAD_Q8_0   ? LLAVA_QUANT_Q8_0
                     : cfg->quant == LLAVA_QUANT_LOAD_Q4_0 ? LLAVA_QUANT_Q4_0
                                                           : LLAVA_QUANT_NONE;

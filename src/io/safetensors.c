@@ -281,41 +281,9 @@ llava_status st_header_parse(const char *header, size_t header_len, uint64_t dat
 /* ------------------------------------------------------------------------------------------ */
 /* One mapped file                                                                             */
 
-llava_status st_file_open(const char *path, st_file **out, llava_error *err) {
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        return llava_error_set(err, LLAVA_ERR_IO, "%s: not a regular file", path);
-    }
-    uint64_t size = (uint64_t)sb.st_size;
-    if (size < 8) {
-        close(fd);
-        return llava_error_set(err, LLAVA_ERR_FORMAT,
-                               "%s: file is %llu bytes, too short for the 8-byte header length (truncated?)",
-                               path, (unsigned long long)size);
-    }
-    if (size > SIZE_MAX) {
-        close(fd);
-        return llava_error_set(err, LLAVA_ERR_LIMIT, "%s: too large to map", path);
-    }
-    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
-    int map_errno = errno;
-#ifdef MADV_HUGEPAGE
-    /* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
-     * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads the file into 2 MiB
-     * page-cache folios and maps them whole (bench/decode_parts: products 0-5 % faster through
-     * 2 MiB pages). Pages already cached keep the size they were read in with; a kernel or file
-     * system without the feature ignores the advice. */
-    if (map != MAP_FAILED) (void)madvise(map, (size_t)size, MADV_HUGEPAGE);
-#endif
-    close(fd); /* the mapping keeps the file */
-    if (map == MAP_FAILED)
-        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot map %llu bytes: %s", path,
-                               (unsigned long long)size, strerror(map_errno));
-
+/* Parses and validates the header of a file held at map (mapped or read: either way freed with
+ * munmap), and on success hands the memory to a new st_file. */
+static llava_status adopt(const char *path, void *map, uint64_t size, st_file **out, llava_error *err) {
     const unsigned char *bytes = map;
     uint64_t header_len = 0;
     for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
@@ -350,6 +318,89 @@ llava_status st_file_open(const char *path, st_file **out, llava_error *err) {
     }
     *out = f;
     return LLAVA_OK;
+}
+
+/* Bytes per read() when a file is read whole. */
+#define ST_READ_BLOCK ((size_t)64 << 20)
+
+/* The whole file into anonymous memory (ST_READ): huge pages asked for, as for the mapping, and
+ * read in blocks; a file that ends early (truncated while read) is an error, not zeros. */
+static void *read_whole(int fd, const char *path, uint64_t size, llava_error *err, llava_status *st) {
+    void *mem = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        *st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: cannot allocate %llu bytes to read it into: %s", path,
+                              (unsigned long long)size, strerror(errno));
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(mem, (size_t)size, MADV_HUGEPAGE);
+#endif
+    for (uint64_t done = 0; done < size;) {
+        size_t want = size - done > ST_READ_BLOCK ? ST_READ_BLOCK : (size_t)(size - done);
+        ssize_t got = pread(fd, (char *)mem + done, want, (off_t)done);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            *st = got < 0 ? llava_error_set(err, LLAVA_ERR_IO, "%s: read failed at byte %llu: %s", path,
+                                            (unsigned long long)done, strerror(errno))
+                          : llava_error_set(err, LLAVA_ERR_IO, "%s: ended at byte %llu of %llu while read "
+                                            "(truncated meanwhile?)", path, (unsigned long long)done,
+                                            (unsigned long long)size);
+            munmap(mem, (size_t)size);
+            return NULL;
+        }
+        done += (uint64_t)got;
+    }
+    mprotect(mem, (size_t)size, PROT_READ); /* as a mapping of the file: weights are never written */
+    return mem;
+}
+
+llava_status st_file_open(const char *path, st_file **out, llava_error *err) {
+    return st_file_open_mode(path, ST_MAP, out, err);
+}
+
+llava_status st_file_open_mode(const char *path, st_load_mode mode, st_file **out, llava_error *err) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: not a regular file", path);
+    }
+    uint64_t size = (uint64_t)sb.st_size;
+    if (size < 8) {
+        close(fd);
+        return llava_error_set(err, LLAVA_ERR_FORMAT,
+                               "%s: file is %llu bytes, too short for the 8-byte header length (truncated?)",
+                               path, (unsigned long long)size);
+    }
+    if (size > SIZE_MAX) {
+        close(fd);
+        return llava_error_set(err, LLAVA_ERR_LIMIT, "%s: too large to map", path);
+    }
+    if (mode == ST_READ) {
+        llava_status rst = LLAVA_OK;
+        void *mem = read_whole(fd, path, size, err, &rst);
+        close(fd);
+        if (!mem) return rst;
+        return adopt(path, mem, size, out, err);
+    }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int map_errno = errno;
+#ifdef MADV_HUGEPAGE
+    /* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
+     * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads the file into 2 MiB
+     * page-cache folios and maps them whole (bench/decode_parts: products 0-5 % faster through
+     * 2 MiB pages). Pages already cached keep the size they were read in with; a kernel or file
+     * system without the feature ignores the advice. */
+    if (map != MAP_FAILED) (void)madvise(map, (size_t)size, MADV_HUGEPAGE);
+#endif
+    close(fd); /* the mapping keeps the file */
+    if (map == MAP_FAILED)
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot map %llu bytes: %s", path,
+                               (unsigned long long)size, strerror(map_errno));
+
+    return adopt(path, map, size, out, err);
 }
 
 void st_file_close(st_file *f) {

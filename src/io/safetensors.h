@@ -43,8 +43,16 @@ llava_status st_header_parse(const char *header, size_t header_len, uint64_t dat
                              const char *what, st_header *out, llava_error *err);
 void st_header_free(st_header *h);
 
-/* Opens and validates one file. */
+/* How a file's bytes reach memory. ST_MAP: mapped from the page cache (nothing read until used;
+ * pages shared with every process mapping the file and dropped under memory pressure). ST_READ:
+ * read whole into memory of this process's own, as llama.cpp's --no-mmap: the load reads the
+ * file at once, and the weights then sit in fresh anonymous memory, which decode streams faster
+ * and more steadily on the machines measured (docs/PERFORMANCE.md). */
+typedef enum st_load_mode { ST_MAP = 0, ST_READ = 1 } st_load_mode;
+
+/* Opens and validates one file (ST_MAP). */
 llava_status st_file_open(const char *path, st_file **out, llava_error *err);
+llava_status st_file_open_mode(const char *path, st_load_mode mode, st_file **out, llava_error *err);
 void st_file_close(st_file *f);
 size_t st_file_count(const st_file *f);
 const st_tensor *st_file_tensor(const st_file *f, size_t i);
@@ -59,6 +67,7 @@ typedef struct st_set st_set;
  * model.safetensors, else the single *.safetensors file in the folder. A path to a .safetensors
  * file opens that file alone. */
 llava_status st_set_open(const char *path, st_set **out, llava_error *err);
+llava_status st_set_open_mode(const char *path, st_load_mode mode, st_set **out, llava_error *err);
 void st_set_close(st_set *s);
 /* NULL if absent. O(1) average. */
 const st_tensor *st_set_find(const st_set *s, const char *name);

@@ -26,6 +26,7 @@ struct st_set {
     size_t *slots;       /* open addressing: index into tensors + 1, 0 = empty */
     size_t nslots;       /* a power of two, at least twice count */
     uint64_t total_bytes;
+    st_load_mode mode;
 };
 
 static uint64_t name_hash(const char *s) {
@@ -93,7 +94,7 @@ static llava_status add_file(st_set *s, const char *path, llava_error *err) {
     st_file **files = realloc(s->files, (s->nfiles + 1) * sizeof *files);
     if (!files) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", path);
     s->files = files;
-    return st_file_open(path, &s->files[s->nfiles++], err) == LLAVA_OK
+    return st_file_open_mode(path, s->mode, &s->files[s->nfiles++], err) == LLAVA_OK
                ? LLAVA_OK
                : (s->nfiles--, err ? err->code : LLAVA_ERR_FORMAT);
 }
@@ -222,11 +223,16 @@ static llava_status find_single(const char *dir, char *out, size_t cap, llava_er
 }
 
 llava_status st_set_open(const char *path, st_set **out, llava_error *err) {
+    return st_set_open_mode(path, ST_MAP, out, err);
+}
+
+llava_status st_set_open_mode(const char *path, st_load_mode mode, st_set **out, llava_error *err) {
     *out = NULL;
     struct stat sb;
     if (stat(path, &sb) != 0) return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     st_set *s = calloc(1, sizeof *s);
     if (!s) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", path);
+    s->mode = mode;
     llava_status st;
     char file[ST_PATH_MAX];
     if (S_ISDIR(sb.st_mode)) {

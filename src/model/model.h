@@ -53,6 +53,11 @@ typedef struct llava_model_options {
     /* LLAVA_KV_F32 (0: exact) or LLAVA_KV_F16 (as llama.cpp's default cache; about 1e-3
      * relative error on the logits). Reduced precision: opt-in only. */
     llava_kv_cache kv_cache;
+    /* 0: the checkpoint's files are mapped (pages read on first use, shared with the page
+     * cache). Non-zero: read whole into this process's memory at load, as llama.cpp's --no-mmap:
+     * a slower load and the weights' bytes held twice while the page cache keeps the file, but
+     * decode streams fresh anonymous memory faster and more steadily (docs/PERFORMANCE.md). */
+    int no_mmap;
 } llava_model_options;
 
 /* Fills the defaults above (all zero). */

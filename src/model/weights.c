@@ -262,8 +262,11 @@ static void *model_buffer(llava_model *m, size_t bytes) {
 
 /* Drops w's source pages from this process once a copy made at load replaces them: they are
  * file pages of a read-only private mapping, re-read on demand, so peak memory stays near the
- * copy's size instead of source + copy. */
-static void drop_source(const llava_matrix *w) {
+ * copy's size instead of source + copy. Not when the files were read into memory (no_mmap):
+ * there the pages are the only copy (decode may still read them, or a tied matrix), and
+ * dropping them would leave zeros. */
+static void drop_source(const llava_model *m, const llava_matrix *w) {
+    if (m->opt.no_mmap) return;
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     uintptr_t lo = ((uintptr_t)w->data + page - 1) / page * page;
     uintptr_t hi = ((uintptr_t)w->data + (size_t)w->rows * w->cols * llava_dtype_size(w->type)) / page * page;
@@ -281,7 +284,7 @@ static llava_status quantize_one(llava_model *m, llava_matrix *w, tensor_qtype q
     if (tensor_quantize(m->pool, buf, qt, w->data, w->type, w->rows, w->cols) != 0)
         return llava_error_set(err, LLAVA_ERR_INTERNAL, "quantizing a [%d, %d] %s matrix failed", w->rows,
                                w->cols, llava_dtype_name(w->type));
-    drop_source(w);
+    drop_source(m, w);
     *w = (llava_matrix){.data = buf, .type = LLAVA_DTYPE_U8, .rows = w->rows, .cols = w->cols, .quant = 1 + (int)qt};
     return LLAVA_OK;
 }
@@ -376,7 +379,7 @@ llava_status llava_weights_half(llava_model *m, llava_error *err) {
                                  llava_dtype_name(w->type));
         else {
             w->panels = panels;
-            drop_source(w);
+            drop_source(m, w);
         }
     }
     free(list);

@@ -405,6 +405,7 @@ static void *open_engine_thread(void *arg) {
     ec.half_parts = s->cfg.half_parts;
     ec.quant = s->cfg.quant;
     ec.kv_cache = s->cfg.kv_cache;
+    ec.no_mmap = s->cfg.no_mmap;
     ec.n_ctx = s->cfg.n_ctx;
     ec.queue_capacity = s->cfg.max_queue;
     ec.prep_threads = s->cfg.prep_threads;

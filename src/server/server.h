@@ -33,6 +33,7 @@ typedef struct srv_config {
     unsigned half_parts;         /* llava_engine_config.half_parts */
     int quant;                   /* llava_engine_config.quant */
     int kv_cache;                /* llava_engine_config.kv_cache */
+    bool no_mmap;                /* llava_engine_config.no_mmap */
     int n_ctx;                   /* context limit; <= 0: the model's */
     int prep_threads;            /* engine preprocessing threads (1-2); <= 0: 1 */
     int engine_nice;             /* the engine's threads run this much nicer than the loop
