@@ -279,7 +279,7 @@ llava_status st_header_parse(const char *header, size_t header_len, uint64_t dat
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* One mapped file                                                                             */
+/* One file, mapped or read                                                                    */
 
 /* Parses and validates the header of a file held at map (mapped or read: either way freed with
  * munmap), and on success hands the memory to a new st_file. */

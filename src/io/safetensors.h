@@ -26,7 +26,7 @@ typedef struct st_tensor {
     const char *file;     /* path of the shard that holds it */
 } st_tensor;
 
-/* One mapped and validated .safetensors file. */
+/* One validated .safetensors file, mapped or read into memory (st_load_mode). */
 typedef struct st_file st_file;
 
 /* Validates a header held in memory: `header` is the JSON text (header_len bytes), data_len the
