@@ -60,9 +60,6 @@ static void outputs_free(outputs *o) {
     free(o->logits);
 }
 
-/* Read the checkpoint into memory instead of mapping it (llava_model_options.no_mmap). */
-static int g_no_mmap;
-
 /* Same bits, the same greedy tokens. */
 static void assert_same_outputs(const outputs *a, const outputs *b) {
     assert_memory_equal(a->logits, b->logits, b->n_logits * sizeof(float));
@@ -71,24 +68,10 @@ static void assert_same_outputs(const outputs *a, const outputs *b) {
     assert_memory_equal(a->gen.ids, b->gen.ids, (size_t)b->gen.n * sizeof(int32_t));
 }
 
-/* Runs dir as run_model does, read into memory, and checks the outputs are o's bits (the
- * sources of weights made at load are then kept: tests/test_model_variants.py runs the case
- * that needs them, a tied lm_head quantized at load). */
-static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, const st_file *ref,
-                      outputs *o);
-static void check_read_into_memory(const char *dir, llava_quant q, unsigned half, const st_file *ref,
-                                   const outputs *o) {
-    outputs r = {0};
-    g_no_mmap = 1;
-    run_model(dir, q, half, LLAVA_KV_F32, ref, &r);
-    g_no_mmap = 0;
-    assert_same_outputs(&r, o);
-    outputs_free(&r);
-}
-
-/* Loads dir with the given quantization, runs the reference's inputs, fills o. */
-static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, const st_file *ref,
-                      outputs *o) {
+/* Loads dir with the given quantization (read into memory when no_mmap), runs the reference's
+ * inputs, fills o. */
+static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_cache kv, int no_mmap,
+                      const st_file *ref, outputs *o) {
     llava_error err;
     llava_model_options opt;
     llava_model_options_default(&opt);
@@ -96,7 +79,7 @@ static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_ca
     opt.quant = q;
     opt.half_parts = half;
     opt.kv_cache = kv;
-    opt.no_mmap = g_no_mmap;
+    opt.no_mmap = no_mmap;
     llava_model *m = NULL;
     if (llava_model_load(dir, &opt, &m, &err) != LLAVA_OK) fail_msg("%s", err.message);
     llava_model_info info;
@@ -135,6 +118,17 @@ static void run_model(const char *dir, llava_quant q, unsigned half, llava_kv_ca
     free(p.ids);
 }
 
+/* Runs dir as run_model does, read into memory, and checks the outputs are o's bits (the
+ * sources of weights made at load are then kept: tests/test_model_variants.py runs the case
+ * that needs them, a tied lm_head quantized at load). */
+static void check_read_into_memory(const char *dir, llava_quant q, unsigned half, const st_file *ref,
+                                   const outputs *o) {
+    outputs r = {0};
+    run_model(dir, q, half, LLAVA_KV_F32, 1, ref, &r);
+    assert_same_outputs(&r, o);
+    outputs_free(&r);
+}
+
 /* Prints o's errors against the reference and its greedy tokens' agreement, checks the errors
  * against bound, and returns how many of the reference's greedy tokens o has. */
 static int report(const char *fixture, const char *what, const outputs *o, const st_file *ref, double bound) {
@@ -166,7 +160,7 @@ static void run_fixture(const char *name) {
     static const double bound[2] = {0.05, 0.5};
     for (int qi = 0; qi < 2; qi++) {
         outputs o = {0};
-        run_model(dir, quants[qi], 0, LLAVA_KV_F32, ref, &o);
+        run_model(dir, quants[qi], 0, LLAVA_KV_F32, 0, ref, &o);
         int same = report(name, names[qi], &o, ref, bound[qi]);
         if (quants[qi] == LLAVA_QUANT_Q8_0) {
             assert_int_equal(o.gen.n, gen->numel);
@@ -184,14 +178,14 @@ static void run_fixture(const char *name) {
                      bin, dir, out, names[qi]);
             assert_int_equal(system(cmd), 0);
             outputs f = {0};
-            run_model(out, LLAVA_QUANT_NONE, 0, LLAVA_KV_F32, ref, &f);
+            run_model(out, LLAVA_QUANT_NONE, 0, LLAVA_KV_F32, 0, ref, &f);
             assert_memory_equal(f.logits, o.logits, o.n_logits * sizeof(float));
             assert_memory_equal(f.imf, o.imf, o.n_imf * sizeof(float));
             assert_int_equal(f.gen.n, o.gen.n);
             assert_memory_equal(f.gen.ids, o.gen.ids, (size_t)o.gen.n * sizeof(int32_t));
             /* asking for a format again on a quantized checkpoint changes nothing */
             outputs g = {0};
-            run_model(out, quants[qi], 0, LLAVA_KV_F32, ref, &g);
+            run_model(out, quants[qi], 0, LLAVA_KV_F32, 0, ref, &g);
             assert_memory_equal(g.logits, o.logits, o.n_logits * sizeof(float));
             outputs_free(&g);
             outputs_free(&f);
@@ -208,7 +202,7 @@ static void run_fixture(const char *name) {
     static const char *half_names[2] = {"half vision,projector", "half all"};
     for (int hi = 0; hi < 2; hi++) {
         outputs o = {0};
-        run_model(dir, LLAVA_QUANT_NONE, halves[hi], LLAVA_KV_F32, ref, &o);
+        run_model(dir, LLAVA_QUANT_NONE, halves[hi], LLAVA_KV_F32, 0, ref, &o);
         char what[96];
         snprintf(what, sizeof what, "%s (%s)", half_names[hi], tensor_half_available() ? "AVX512-FP16" : "exact: no FP16 here");
         report(name, what, &o, ref, 1e-2);
@@ -220,7 +214,7 @@ static void run_fixture(const char *name) {
      * significand) move the logits by ~1e-3 and, with these margins, no greedy token; the image
      * features do not see the cache (the exact path's ~1e-6). */
     outputs o = {0};
-    run_model(dir, LLAVA_QUANT_NONE, 0, LLAVA_KV_F16, ref, &o);
+    run_model(dir, LLAVA_QUANT_NONE, 0, LLAVA_KV_F16, 0, ref, &o);
     int same = report(name, "kv-cache f16", &o, ref, 1e-2);
     assert_int_equal(o.gen.n, gen->numel);
     assert_int_equal(same, gen->numel);

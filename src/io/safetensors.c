@@ -281,6 +281,21 @@ llava_status st_header_parse(const char *header, size_t header_len, uint64_t dat
 /* ------------------------------------------------------------------------------------------ */
 /* One file, mapped or read                                                                    */
 
+/* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
+ * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads a mapped file into
+ * 2 MiB page-cache folios and maps them whole, and backs memory a file is read into with 2 MiB
+ * pages (bench/decode_parts: products 0-5 % faster through 2 MiB pages). Pages already cached
+ * keep the size they were read in with; a kernel or file system without the feature ignores
+ * the advice. */
+static void advise_huge_pages(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, n, MADV_HUGEPAGE);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* Parses and validates the header of a file held at map (mapped or read: either way freed with
  * munmap), and on success hands the memory to a new st_file. */
 static llava_status adopt(const char *path, void *map, uint64_t size, st_file **out, llava_error *err) {
@@ -332,9 +347,7 @@ static void *read_whole(int fd, const char *path, uint64_t size, llava_error *er
                               (unsigned long long)size, strerror(errno));
         return NULL;
     }
-#ifdef MADV_HUGEPAGE
-    (void)madvise(mem, (size_t)size, MADV_HUGEPAGE);
-#endif
+    advise_huge_pages(mem, (size_t)size);
     for (uint64_t done = 0; done < size;) {
         size_t want = size - done > ST_READ_BLOCK ? ST_READ_BLOCK : (size_t)(size - done);
         ssize_t got = pread(fd, (char *)mem + done, want, (off_t)done);
@@ -387,14 +400,7 @@ llava_status st_file_open_mode(const char *path, st_load_mode mode, st_file **ou
     }
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     int map_errno = errno;
-#ifdef MADV_HUGEPAGE
-    /* Decode reads every weight once per token, a 4 KiB page at a time: each page is a TLB miss
-     * (a two-level walk under a hypervisor). Asked for huge pages, Linux reads the file into 2 MiB
-     * page-cache folios and maps them whole (bench/decode_parts: products 0-5 % faster through
-     * 2 MiB pages). Pages already cached keep the size they were read in with; a kernel or file
-     * system without the feature ignores the advice. */
-    if (map != MAP_FAILED) (void)madvise(map, (size_t)size, MADV_HUGEPAGE);
-#endif
+    if (map != MAP_FAILED) advise_huge_pages(map, (size_t)size);
     close(fd); /* the mapping keeps the file */
     if (map == MAP_FAILED)
         return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot map %llu bytes: %s", path,

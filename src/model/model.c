@@ -201,7 +201,7 @@ llava_status llava_model_load(const char *dir, const llava_model_options *opt, l
 
     llava_status st = load_configs(m, err);
     if (st == LLAVA_OK) st = load_tokenizer(m, err);
-    if (st == LLAVA_OK) st = st_set_open_mode(dir, opt && opt->no_mmap ? ST_READ : ST_MAP, &m->weights, err);
+    if (st == LLAVA_OK) st = st_set_open_mode(dir, m->opt.no_mmap ? ST_READ : ST_MAP, &m->weights, err);
     if (st == LLAVA_OK) st = llava_weights_bind(m, err);
     if (st == LLAVA_OK) {
         m->pool = tensor_pool_create(m->opt.n_threads);
