@@ -156,6 +156,8 @@ static void test_matmul_gemm_shapes(void **state) {
             check_matmul(NULL, wtypes[t], 29, 77, 257, 0, &r, "gemm");
             check_matmul(pool5, wtypes[t], 200, 33, 70, 1, &r, "gemm-narrow");
             check_matmul(pool, wtypes[t], 18, 520, 33, 0, &r, "gemm-wide");
+            /* wider than a column block: x packed once for all items, which also split M */
+            check_matmul(pool5, wtypes[t], 101, 1100, 530, 1, &r, "gemm-packed-x");
             check_matmul(pool, wtypes[t], 23, 65, 300, 1, &r, "below-gemm"); /* either side of */
             check_matmul(pool, wtypes[t], 24, 65, 300, 1, &r, "gemm-min");   /* the GEMM threshold */
         }
@@ -238,6 +240,7 @@ static void test_matmul_nn(void **state) {
             check_matmul_nn(pool, bts[t], 1, 200, 70, &r); /* a 128-column run, then 72 */
             check_matmul_nn(pool, bts[t], 50, 64, 50, &r);
             check_matmul_nn(pool, bts[t], 130, 40, 300, &r);
+            check_matmul_nn(pool, bts[t], 60, 600, 300, &r); /* x packed once */
             check_matmul_nn(NULL, bts[t], 7, 1, 9, &r);
             check_matmul_nn(pool, bts[t], 2, 5, 0, &r);
         }

@@ -112,6 +112,10 @@ const tensor_kernels *tensor_kernels_for(tensor_isa isa);
  * current run; kept and reused by the pool until it is destroyed. NULL if it cannot be had
  * (the caller then allocates its own). */
 void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
+/* A buffer of at least `bytes` that all threads of the next run share (the caller fills it or
+ * hands parts of it out), kept and reused by the pool until it is destroyed; called by the
+ * pool's owner outside any run, as the run itself is. NULL if it cannot be had, or pool is NULL. */
+void *tensor_pool_shared_scratch(tensor_pool *pool, size_t bytes);
 
 /* tensor_matmul_half through a given table (hnr > 0), whatever the CPU: tests compare tables
  * with it (the scalar table runs anywhere). panels: W packed by tensor_half_pack_with with the

@@ -30,6 +30,8 @@ typedef struct mm_ctx {
     size_t ldy;
     const float *x;
     size_t ldx;
+    const float *xp; /* x packed once for the whole product (pack_x_once), or NULL */
+    size_t xp_rows;  /* its rows: M rounded up to whole panels */
     const void *w;  /* W [N, K] (tensor_matmul), or B [K, N] when nn (matmul_nn) */
     size_t ldw;
     int fmt;        /* w's tensor_wfmt */
@@ -105,17 +107,19 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
             }
             for (int mb = m0; mb < m1; mb += mr) {
                 int mt = m1 - mb < mr ? m1 - mb : mr;
-                k->pack_x(s->ap, c->x + (size_t)mb * c->ldx + kb, c->ldx, mt, kc);
+                /* items start on whole panels (gemm_run): mb / mr is this panel's index */
+                const float *ap = c->xp ? c->xp + (size_t)kb * c->xp_rows + (size_t)mb * kc : s->ap;
+                if (!c->xp) k->pack_x(s->ap, c->x + (size_t)mb * c->ldx + kb, c->ldx, mt, kc);
                 for (int n = nb; n < ne; n += nr) {
                     int nt = ne - n < nr ? ne - n : nr;
                     const float *bt = s->bp + (size_t)(n - nb) * KC;
                     float *yt = c->y + (size_t)mb * c->ldy + n;
                     if (mt == mr && nt == nr) {
-                        k->micro(kc, s->ap, bt, yt, c->ldy, acc);
+                        k->micro(kc, ap, bt, yt, c->ldy, acc);
                         continue;
                     }
                     if (acc) edge_tile(s->ct, (size_t)nr, yt, c->ldy, mt, nt);
-                    k->micro(kc, s->ap, bt, s->ct, (size_t)nr, acc);
+                    k->micro(kc, ap, bt, s->ct, (size_t)nr, acc);
                     edge_tile(yt, c->ldy, s->ct, (size_t)nr, mt, nt);
                 }
             }
@@ -210,6 +214,39 @@ static void gemm_run(tensor_pool *pool, mm_ctx *c, void (*slice)(void *ctx, int 
     else tensor_pool_run(pool, slice, c);
 }
 
+/* One panel of x (mr rows), every K block, into the layout gemm_block reads: K block after K
+ * block, and within one, the panels in row order (block kb at xp + kb · xp_rows, its panel p at
+ * + p · mr · kc): an item walks its panels of a block as one sequential stream. */
+static void pack_x_item(void *ctx, int item, int ith) {
+    (void)ith;
+    const mm_ctx *c = ctx;
+    int mr = c->k->mr, mb = item * mr, mt = c->M - mb < mr ? c->M - mb : mr;
+    for (int kb = 0; kb < c->K; kb += KC) {
+        int kc = c->K - kb < KC ? c->K - kb : KC;
+        c->k->pack_x((float *)c->xp + (size_t)kb * c->xp_rows + (size_t)mb * kc, c->x + (size_t)mb * c->ldx + kb,
+                     c->ldx, mt, kc);
+    }
+}
+
+/* The blocked product. When W is wider than one column block, x is packed once for all items
+ * and threads into the pool's shared scratch, instead of once per item and block of NC columns
+ * (8 times for 4096 columns, 22 for 11008): that packing was 5 % of a prompt's samples, and
+ * packing once took 1.5 % off the products' time (docs/PERFORMANCE.md). Without a pool
+ * (attention's small products) or the memory, each item packs its own panels. */
+static void gemm_product(tensor_pool *pool, mm_ctx *c) {
+    int mr = c->k->mr, panels = (c->M + mr - 1) / mr;
+    if (c->N > NC) {
+        size_t rows = (size_t)panels * (size_t)mr;
+        float *xp = tensor_pool_shared_scratch(pool, rows * (size_t)c->K * sizeof(float));
+        if (xp) {
+            c->xp = xp;
+            c->xp_rows = rows;
+            tensor_pool_for(pool, panels, pack_x_item, c);
+        }
+    }
+    gemm_run(pool, c, gemm_slice, mr, c->k->nr, MIN_ITEM_N, 4);
+}
+
 void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, llava_dtype wtype,
                    const float *bias, int M, int N, int K) {
     if (M <= 0 || N <= 0) return;
@@ -236,7 +273,7 @@ void tensor_matmul(tensor_pool *pool, float *y, const float *x, const void *w, l
         tensor_pool_for(pool, c.items_n, gemv_item, &c);
         return;
     }
-    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr, MIN_ITEM_N, 4);
+    gemm_product(pool, &c);
 }
 
 /* ---- half-precision products ---- */
@@ -496,7 +533,7 @@ void tensor_matmul_nn(tensor_pool *pool, float *y, int ldy, const float *x, int 
         tensor_pool_for(pool, c.items_n, nn_rows_item, &c);
         return;
     }
-    gemm_run(pool, &c, gemm_slice, c.k->mr, c.k->nr, MIN_ITEM_N, 4);
+    gemm_product(pool, &c);
 }
 
 int tensor_matmul_supports(llava_dtype t) { return tensor_wfmt_of(t) >= 0; }

@@ -31,6 +31,8 @@ struct tensor_pool {
     /* Per-thread scratch of the kernels (tensor_pool_scratch); a thread only touches its own. */
     void **scratch;
     size_t *scratch_bytes;
+    void *shared;         /* tensor_pool_shared_scratch: one run's threads share it */
+    size_t shared_bytes;
 };
 
 static inline void cpu_relax(void) {
@@ -162,6 +164,7 @@ void tensor_pool_destroy(tensor_pool *p) {
     for (int i = 0; i < p->n_threads; i++) free(p->scratch[i]);
     free(p->scratch);
     free(p->scratch_bytes);
+    free(p->shared);
     free(p->threads);
     pthread_cond_destroy(&p->done);
     pthread_cond_destroy(&p->wake);
@@ -179,6 +182,17 @@ void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
     free(p->scratch[ith]);
     p->scratch[ith] = m;
     p->scratch_bytes[ith] = bytes;
+    return m;
+}
+
+void *tensor_pool_shared_scratch(tensor_pool *p, size_t bytes) {
+    if (!p) return NULL;
+    if (p->shared_bytes >= bytes) return p->shared;
+    void *m = tensor_alloc(bytes);
+    if (!m) return NULL;
+    free(p->shared);
+    p->shared = m;
+    p->shared_bytes = bytes;
     return m;
 }
 
