@@ -3,10 +3,13 @@ OpenAI and Ollama, streamed and whole answers, bad bodies, health checks and cli
 mid-stream. Every request must get either a complete answer (a finished stream, a whole JSON) or
 a clean 4xx/5xx JSON error (429 with Retry-After when the queue is full); the server must not
 crash or hang, must account for every request in /metrics, and its memory must return to near
-its baseline afterwards."""
+its baseline afterwards. Then more connections than the server has descriptors for: it must
+neither spin nor flood its log while out of them, and must serve again once they close."""
 import http.client
 import json
 import os
+import resource
+import socket
 import sys
 import threading
 import time
@@ -151,5 +154,60 @@ def test_load():
         check(ok >= 20, f"only {ok} generations served")
 
 
+def cpu_seconds(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_files_limit(pid):
+    """(soft, hard) of a running process, from /proc (the values prlimit would give)."""
+    for line in open(f"/proc/{pid}/limits"):
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return soft, hard
+    raise AssertionError("no 'Max open files' line")
+
+
+def test_out_of_descriptors():
+    # started with a low soft limit: `llava serve` raises it to the hard one
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = min(256, hard)
+    with Server(FX["model"], preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))) as srv:
+        pid = srv.proc.pid
+        check(open_files_limit(pid) == (str(hard), str(hard)) or hard == resource.RLIM_INFINITY,
+              f"descriptor limit not raised: {open_files_limit(pid)}, hard {hard}")
+        # now room for only 4 more descriptors, and 40 clients connecting
+        in_use = len(os.listdir(f"/proc/{pid}/fd"))
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (in_use + 4, in_use + 4))
+        socks = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(40)]
+        time.sleep(0.5)
+        c0, t0 = cpu_seconds(pid), time.time()
+        time.sleep(2.0)
+        busy = (cpu_seconds(pid) - c0) / (time.time() - t0)
+        log = srv.stderr()
+        pauses = [line for line in log.splitlines() if "accepting connections" in line]
+        print(f"     out of descriptors: server CPU {100 * busy:.0f} % of a core, {len(pauses)} log line(s), "
+              f"{len(log)} bytes of log")
+        check(len(pauses) == 1 and "paused" in pauses[0], f"pause not logged once: {pauses[:3]}")
+        check(len(log) < 4096, f"{len(log)} bytes of log while out of descriptors")
+        # spinning on accept() takes a whole core; waiting takes next to nothing
+        check(busy < 0.5, f"the server used {100 * busy:.0f} % of a core while out of descriptors")
+        for s in socks:
+            s.close()
+        deadline = time.time() + 20
+        while True:
+            try:
+                if srv.request("GET", "/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            check(time.time() < deadline, "no answer after the connections closed")
+            time.sleep(0.1)
+        method, path, body, kind = request_kind(0)
+        st, headers, data = srv.request(method, path, body)
+        check(complete(kind, st, headers, data) is None, f"no complete answer after: {st} {data[:200]!r}")
+        check(srv.metrics()["llava_accept_pauses_total"] >= 1, "pauses not counted in /metrics")
+
+
 if __name__ == "__main__":
-    run_tests([test_load])
+    run_tests([test_load, test_out_of_descriptors])

@@ -166,6 +166,9 @@ void srv_handle_metrics(srv_server *s, struct evhttp_request *req) {
                         (unsigned long long)st->disconnects_streaming);
     counter(b, "llava_http_active_requests", "gauge", "Generation requests in progress",
             s->n_calls);
+    counter(b, "llava_accept_pauses_total", "counter",
+            "Times accepting connections paused: accept() failed (out of descriptors or memory)",
+            st->accept_pauses);
     counter(b, "llava_remote_fetches_total", "counter", "Remote images fetched or tried",
             st->fetches);
     counter(b, "llava_remote_fetch_failures_total", "counter", "Remote image fetches that failed",

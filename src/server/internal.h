@@ -26,6 +26,7 @@ typedef struct srv_stats {
     uint64_t disconnects_waiting;   /* client gone before its first token */
     uint64_t disconnects_streaming; /* client gone after tokens started */
     uint64_t fetches, fetch_failures;
+    uint64_t accept_pauses;         /* accept() failed (descriptors, memory): paused */
     double phase_sum_ms[PHASE_COUNT];
     uint64_t phase_count;
 } srv_stats;
@@ -43,6 +44,9 @@ struct srv_server {
     struct event *grace_timer;      /* end of the grace period: cancel what still runs */
     struct event *flush_timer;      /* shutdown: wait a little for the last replies to be sent */
     struct event *trim_timer;       /* idle for a moment: give freed heap memory back */
+    struct event *accept_timer;     /* accepting paused (out of descriptors): resume */
+    double accept_logged;           /* when the last pause was logged (monotonic s) */
+    srv_server *next_listening;     /* the process's servers, for the listener's error callback */
     srv_fetcher *fetcher;           /* NULL unless remote images are allowed */
     srv_bodies *bodies;             /* the thread that parses large bodies */
     srv_call *calls;                /* live generation calls */

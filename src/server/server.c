@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <event2/buffer.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -347,6 +348,67 @@ static llava_status check_config(const srv_config *c, llava_error *err) {
     return LLAVA_OK;
 }
 
+/* accept() that fails for want of descriptors (or kernel memory) fails again at once for as long
+ * as a connection waits in the backlog: libevent, left to itself, retries in a loop that spins a
+ * core and logs a line per try (100 MB of log in 3 s, measured). Instead, stop listening for a
+ * moment: the waiting connections stay in the backlog and are taken once descriptors free up. */
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_EVERY_S 10.0
+
+static double monotonic_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The listener's error callback is handed libevent's pointer (the evhttp that owns the
+ * listener), not ours: each server is found from it in this list. */
+static pthread_mutex_t listening_mu = PTHREAD_MUTEX_INITIALIZER;
+static srv_server *listening;
+
+static void listening_add(srv_server *s) {
+    pthread_mutex_lock(&listening_mu);
+    s->next_listening = listening;
+    listening = s;
+    pthread_mutex_unlock(&listening_mu);
+}
+
+static void listening_remove(srv_server *s) {
+    pthread_mutex_lock(&listening_mu);
+    for (srv_server **p = &listening; *p; p = &(*p)->next_listening)
+        if (*p == s) {
+            *p = s->next_listening;
+            break;
+        }
+    pthread_mutex_unlock(&listening_mu);
+}
+
+static void on_accept_error(struct evconnlistener *listener, void *http) {
+    int e = EVUTIL_SOCKET_ERROR();
+    pthread_mutex_lock(&listening_mu);
+    srv_server *s = listening;
+    while (s && s->http != http) s = s->next_listening;
+    pthread_mutex_unlock(&listening_mu);
+    if (!s) return;
+    evconnlistener_disable(listener);
+    s->stats.accept_pauses++;
+    double now = monotonic_s();
+    if (s->stats.accept_pauses == 1 || now - s->accept_logged >= ACCEPT_LOG_EVERY_S) {
+        srv_log(s, "accepting connections: %s: paused, retried every %d ms (%llu pauses so far)",
+                evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS,
+                (unsigned long long)s->stats.accept_pauses);
+        s->accept_logged = now;
+    }
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(s->accept_timer, &tv);
+}
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg) {
+    srv_server *s = arg;
+    /* draining closed the listener meanwhile: nothing to resume */
+    if (s->bound) evconnlistener_enable(evhttp_bound_socket_get_listener(s->bound));
+}
+
 static llava_status setup_http(srv_server *s, llava_error *err) {
     s->http = evhttp_new(s->base);
     if (!s->http) return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not create the HTTP server");
@@ -363,6 +425,10 @@ static llava_status setup_http(srv_server *s, llava_error *err) {
     if (!s->bound)
         return llava_error_set(err, LLAVA_ERR_IO, "cannot listen on %s:%d: %s", s->host,
                                s->cfg.port, strerror(errno));
+    s->accept_timer = evtimer_new(s->base, on_accept_resume, s);
+    if (!s->accept_timer) return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not set up the loop's events");
+    listening_add(s);
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound), on_accept_error);
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
     evutil_socket_t fd = evhttp_bound_socket_get_fd(s->bound);
@@ -532,6 +598,7 @@ void srv_free(srv_server *s) {
     }
     llava_engine_free(s->engine); /* aborts whatever runs and joins the worker */
     srv_fetcher_free(s->fetcher);
+    listening_remove(s);
     if (s->http) evhttp_free(s->http);
     if (s->engine_ev) event_free(s->engine_ev);
     if (s->sig_int) event_free(s->sig_int);
@@ -539,6 +606,7 @@ void srv_free(srv_server *s) {
     if (s->grace_timer) event_free(s->grace_timer);
     if (s->flush_timer) event_free(s->flush_timer);
     if (s->trim_timer) event_free(s->trim_timer);
+    if (s->accept_timer) event_free(s->accept_timer);
     if (s->base) event_base_free(s->base);
     free(s->model_dir);
     free(s->model_name);

@@ -117,14 +117,14 @@ def llava_run(fx, raw=False, max_tokens=16):
 class Server:
     """One `llava serve` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, model, *args, env=None, ready=True, timeout=60, llava=None):
+    def __init__(self, model, *args, env=None, ready=True, timeout=60, llava=None, preexec_fn=None):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="llava-serve-", suffix=".log", delete=False)
         # one compute thread unless a test asks otherwise: the models are small and the
         # machines running the tests are often shared
         threads = [] if "--threads" in args else ["--threads", "1"]
         cmd = [llava or LLAVA_BIN, "serve", "-m", model, "--port", "0", "--model-name", "test-model"] + threads + list(args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
-                                     env=dict(os.environ, **(env or {})))
+                                     env=dict(os.environ, **(env or {})), preexec_fn=preexec_fn)
         line = self.proc.stdout.readline()
         m = re.search(r"listening on http://([^:]+):(\d+)", line)
         if not m:
