@@ -282,7 +282,9 @@ int cmd_bench(int argc, char **argv) {
         for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
             if (!strcmp(argv[1], modes[i].name)) return modes[i].run(argc - 1, argv + 1);
     FILE *out = argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? stdout : stderr;
-    fprintf(out, "usage: llava bench MODE [options]   (llava bench MODE --help)\n\nmodes:\n");
+    fprintf(out, "usage: llava bench -m DIR [options]   a whole model: image, prompt, decode, beside their\n"
+                 "                                     hardware floors (llava bench -m DIR --help)\n"
+                 "       llava bench MODE [options]     (llava bench MODE --help)\n\nmodes:\n");
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++)
         fprintf(out, "  %-10s %s\n", modes[i].name, modes[i].summary);
     return out == stdout ? 0 : 2;
