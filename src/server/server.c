@@ -426,7 +426,8 @@ static llava_status setup_http(srv_server *s, llava_error *err) {
         return llava_error_set(err, LLAVA_ERR_IO, "cannot listen on %s:%d: %s", s->host,
                                s->cfg.port, strerror(errno));
     s->accept_timer = evtimer_new(s->base, on_accept_resume, s);
-    if (!s->accept_timer) return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not set up the loop's events");
+    if (!s->accept_timer)
+        return llava_error_set(err, LLAVA_ERR_INTERNAL, "could not set up the loop's events");
     listening_add(s);
     evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->bound), on_accept_error);
     struct sockaddr_storage ss;

@@ -30,7 +30,7 @@ typedef struct mm_ctx {
     size_t ldy;
     const float *x;
     size_t ldx;
-    const float *xp; /* x packed once for the whole product (pack_x_once), or NULL */
+    const float *xp; /* x packed once for the whole product (gemm_product), or NULL */
     size_t xp_rows;  /* its rows: M rounded up to whole panels */
     const void *w;  /* W [N, K] (tensor_matmul), or B [K, N] when nn (matmul_nn) */
     size_t ldw;
@@ -107,7 +107,8 @@ static void gemm_block(const mm_ctx *c, const gemm_scratch *s, int m0, int m1, i
             }
             for (int mb = m0; mb < m1; mb += mr) {
                 int mt = m1 - mb < mr ? m1 - mb : mr;
-                /* items start on whole panels (gemm_run): mb / mr is this panel's index */
+                /* items start on whole panels (gemm_run): mb is a multiple of mr, so this panel of
+                 * the packed x sits mb · kc floats into its K block */
                 const float *ap = c->xp ? c->xp + (size_t)kb * c->xp_rows + (size_t)mb * kc : s->ap;
                 if (!c->xp) k->pack_x(s->ap, c->x + (size_t)mb * c->ldx + kb, c->ldx, mt, kc);
                 for (int n = nb; n < ne; n += nr) {
