@@ -122,15 +122,16 @@ static int products(tensor_pool *pool, int layers, tensor_qtype t) {
 }
 
 /* attention_run as the model calls it; causal: the decoder's cache layout, else the tower's.
- * K and V of type kv (F32, or F16 as an f16 KV cache holds them). */
+ * K and V of type kv (F32, or F16 as an f16 KV cache holds them); half: the tower's attention
+ * under --half vision. */
 static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_keys, int heads, int hd, int causal,
-                           int layers, size_t *scratch_bytes) {
+                           int half, int layers, size_t *scratch_bytes) {
     int dv = heads * hd;
     size_t layer = (size_t)heads * n_keys * hd, es = llava_dtype_size(kv);
     float *q = malloc((size_t)n_q * dv * sizeof(float)), *o = malloc((size_t)n_q * dv * sizeof(float));
     float *k = malloc(layer * layers * sizeof(float)), *v = malloc(layer * layers * sizeof(float));
     int threads = tensor_pool_threads(pool);
-    size_t per = attention_scratch_floats(n_q, n_keys, hd);
+    size_t per = attention_scratch_floats(n_q, n_keys, hd, half);
     float *scratch = malloc(per * threads * sizeof(float));
     if (!q || !o || !k || !v || !scratch) {
         fprintf(stderr, "decode_parts: out of memory for attention\n");
@@ -160,7 +161,7 @@ static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_key
                 .kv_type = kv, .ldk = causal ? hd : dv,
                 .kv_head_stride = causal ? (size_t)n_keys * hd : (size_t)hd, .out = o, .ldo = dv,
                 .n_q = n_q, .n_keys = n_keys, .n_heads = heads, .n_kv_heads = heads, .hd = hd,
-                .scale = 0.088f, .causal = causal, .q_pos0 = n_keys - n_q, .scratch = scratch,
+                .scale = 0.088f, .causal = causal, .q_pos0 = n_keys - n_q, .half = half, .scratch = scratch,
                 .scratch_per_thread = per,
             };
             attention_run(pool, &a);
@@ -192,8 +193,8 @@ int main(int argc, char **argv) {
     if (products(pool, layers, TENSOR_Q4_0) || products(pool, layers, TENSOR_Q8_0)) return 1;
     size_t sb;
     double bw = probe(pool);
-    double ms = attention_ms(pool, LLAVA_DTYPE_F32, 1, 657, HEADS, HD, 1, 32, &sb);
-    double ms16 = attention_ms(pool, LLAVA_DTYPE_F16, 1, 657, HEADS, HD, 1, 32, &sb);
+    double ms = attention_ms(pool, LLAVA_DTYPE_F32, 1, 657, HEADS, HD, 1, 0, 32, &sb);
+    double ms16 = attention_ms(pool, LLAVA_DTYPE_F16, 1, 657, HEADS, HD, 1, 0, 32, &sb);
     bw = max2(bw, probe(pool));
     for (int f16 = 0; f16 < 2; f16++) {
         double kv = 2.0 * 32 * HEADS * 657 * HD * (f16 ? 2 : 4), t = f16 ? ms16 : ms;
@@ -201,12 +202,16 @@ int main(int argc, char **argv) {
                "the read probe (%.2f GB/s)\n", f16 ? "f16" : "f32", kv * 1e-6, t, kv / t * 1e-6,
                100 * kv / t * 1e-6 / (bw * 1e-9), bw * 1e-9);
     }
-    ms = attention_ms(pool, LLAVA_DTYPE_F32, 641, 641, HEADS, HD, 1, 1, &sb);
+    ms = attention_ms(pool, LLAVA_DTYPE_F32, 641, 641, HEADS, HD, 1, 0, 1, &sb);
     printf("prompt: causal attention of one 7B layer, 641 positions: %.2f ms (scratch %.2f MiB per thread)\n", ms,
            (double)sb / (1024.0 * 1024.0));
-    ms = attention_ms(pool, LLAVA_DTYPE_F32, 577, 577, 16, 64, 0, 1, &sb);
-    printf("prompt: attention of one vision layer, 577 tokens: %.2f ms (scratch %.2f MiB per thread)\n", ms,
-           (double)sb / (1024.0 * 1024.0));
+    /* the tower's attention exact and, where there is a half path, half (--half vision), alternated */
+    for (int round = 0; round < 3; round++)
+        for (int half = 0; half < 1 + tensor_half_available(); half++) {
+            ms = attention_ms(pool, LLAVA_DTYPE_F32, 577, 577, 16, 64, 0, half, 1, &sb);
+            printf("prompt: attention of one vision layer, 577 tokens, %s: %.2f ms (scratch %.2f MiB per thread)\n",
+                   half ? "half" : "exact", ms, (double)sb / (1024.0 * 1024.0));
+        }
     tensor_pool_destroy(pool);
     return 0;
 }

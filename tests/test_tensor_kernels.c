@@ -485,6 +485,88 @@ static void test_attention_head(void **state) {
     restore_isa();
 }
 
+/* tensor_attention_head_half through table kt against a float64 softmax(scale·QKᵀ)·V: f16
+ * products (q·k of |q|, |k| <= 2, and probabilities times |v| <= 1) keep each output within
+ * about 1e-3 of the truth; a wrong panel, scale or padding gives errors of order 1. Strided
+ * rows, the outputs' padding untouched, garbage in the scratch. */
+static void check_attention_half(const tensor_kernels *kt, int n_q, int n_keys, int hd, rng *r) {
+    int ldq = hd * 3 + 1, ldk = hd * 2 + 5, ldo = hd + 7;
+    size_t nkv = (size_t)n_keys * ldk + 1, sf = tensor_attention_half_scratch_floats(n_keys, hd);
+    float *q = malloc(sizeof(float) * (size_t)n_q * ldq), *k = malloc(sizeof(float) * nkv);
+    float *v = malloc(sizeof(float) * nkv), *out = malloc(sizeof(float) * (size_t)n_q * ldo);
+    float *scratch = malloc(sizeof(float) * sf);
+    double *p = malloc(sizeof(double) * (size_t)(n_keys > 0 ? n_keys : 1));
+    assert_true(q && k && v && out && scratch && p);
+    fill(r, q, (size_t)n_q * ldq, 2.0f);
+    fill(r, k, nkv, 2.0f);
+    fill(r, v, nkv, 1.0f);
+    for (size_t i = 0; i < (size_t)n_q * ldo; i++) out[i] = 777.0f;
+    for (size_t i = 0; i < sf; i++) scratch[i] = __builtin_nanf("");
+    float scale = 1.0f / sqrtf((float)hd);
+    tensor_attention_head_half_with(kt, out, ldo, q, ldq, n_q, k, ldk, v + 1, ldk, n_keys, hd, scale, scratch);
+    double worst = 0;
+    for (int i = 0; i < n_q; i++) {
+        double mx = -INFINITY, sum = 0;
+        for (int j = 0; j < n_keys; j++) {
+            double d = 0;
+            for (int c = 0; c < hd; c++) d += (double)q[(size_t)i * ldq + c] * k[(size_t)j * ldk + c];
+            p[j] = d * scale;
+            if (p[j] > mx) mx = p[j];
+        }
+        for (int j = 0; j < n_keys; j++) sum += (p[j] = exp(p[j] - mx));
+        for (int c = 0; c < hd; c++) {
+            double ref = 0;
+            for (int j = 0; j < n_keys; j++) ref += p[j] / sum * v[(size_t)j * ldk + 1 + c];
+            double err = fabs(out[(size_t)i * ldo + c] - ref);
+            if (!(err <= 1e-2))
+                fail_msg("half attention (mr %d, hnr %d) n_q=%d keys=%d hd=%d [%d,%d] %.9g vs %.9g", kt->mr, kt->hnr,
+                         n_q, n_keys, hd, i, c, (double)out[(size_t)i * ldo + c], ref);
+            if (err > worst) worst = err;
+        }
+        for (int c = hd; c < ldo; c++) assert_true(out[(size_t)i * ldo + c] == 777.0f);
+    }
+    printf("half attention %-6s n_q=%-3d keys=%-4d hd=%-3d max abs error %.2e\n", kt == &tensor_kernels_scalar ? "scalar" : "avx512",
+           n_q, n_keys, hd, worst);
+    /* half precision, not the exact arithmetic by mistake (whose error is ~1e-6 here) */
+    if (n_keys > 1) assert_true(worst > 1e-5);
+    free(q);
+    free(k);
+    free(v);
+    free(out);
+    free(scratch);
+    free(p);
+}
+
+static void test_attention_head_half(void **state) {
+    (void)state;
+    tensor_isa_set(TENSOR_ISA_AVX512);
+    int fast = tensor_half_available();
+    restore_isa();
+    rng r = {0x4a1f};
+    const tensor_kernels *tables[2] = {&tensor_kernels_scalar, tensor_kernels_for(TENSOR_ISA_AVX512)};
+    for (int t = 0; t < 1 + fast; t++) {
+        check_attention_half(tables[t], 37, 37, 64, &r);   /* vision-like, edge tiles both ways */
+        check_attention_half(tables[t], 30, 300, 80, &r);  /* head size not a multiple of the tile */
+        check_attention_half(tables[t], 29, 600, 64, &r);  /* more keys than a key block */
+        check_attention_half(tables[t], 16, 3, 8, &r);     /* fewer keys than a tile */
+        check_attention_half(tables[t], 24, 1, 16, &r);    /* one key: every weight 1 */
+    }
+    /* no keys: zeros; keys f16 cannot hold: the exact head's bits */
+    float q[24 * 16], kv[40 * 16], out[24 * 16], exact[24 * 16];
+    float *scratch = malloc(sizeof(float) * tensor_attention_half_scratch_floats(40, 16));
+    assert_non_null(scratch);
+    fill(&r, q, 24 * 16, 1.0f);
+    fill(&r, kv, 40 * 16, 1.0f);
+    for (int i = 0; i < 24 * 16; i++) out[i] = 1.0f;
+    tensor_attention_head_half(out, 16, q, 16, 24, kv, 16, kv, 16, 0, 16, 0.25f, scratch);
+    for (int i = 0; i < 24 * 16; i++) assert_true(out[i] == 0.0f);
+    kv[17] = 1e6f;
+    tensor_attention_head_half(out, 16, q, 16, 24, kv, 16, kv, 16, 40, 16, 0.25f, scratch);
+    tensor_attention_head(exact, 16, q, 16, 24, kv, 16, kv, 16, LLAVA_DTYPE_F32, 40, 16, 0.25f, -1, 0, scratch);
+    assert_memory_equal(out, exact, sizeof out);
+    free(scratch);
+}
+
 /* ---- norms, softmax ---- */
 
 static void test_norms(void **state) {
@@ -961,6 +1043,7 @@ int main(void) {
         cmocka_unit_test(test_absmax),
         cmocka_unit_test(test_matmul_half),
         cmocka_unit_test(test_attention_head),
+        cmocka_unit_test(test_attention_head_half),
         cmocka_unit_test(test_norms),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_activations),

@@ -11,13 +11,15 @@
  * products; the threshold of tensor_matmul's own switch to its blocked GEMM. */
 #define BLOCKED_MIN_Q 24
 
-size_t attention_scratch_floats(int n_q, int n_keys, int hd) {
+size_t attention_scratch_floats(int n_q, int n_keys, int hd, bool half) {
     /* a call with fewer queries than n_q may take the other path */
     int few = n_q < BLOCKED_MIN_Q ? n_q : BLOCKED_MIN_Q - 1;
     /* scores [few, n_keys], the head's queries [few, hd], its keys [n_keys, hd] when strided */
     size_t need = (size_t)few * (size_t)n_keys + (size_t)few * (size_t)hd + (size_t)n_keys * (size_t)hd;
     if (n_q >= BLOCKED_MIN_Q && tensor_attention_scratch_floats(n_keys, hd) > need)
         need = tensor_attention_scratch_floats(n_keys, hd);
+    if (half && n_q >= BLOCKED_MIN_Q && tensor_attention_half_scratch_floats(n_keys, hd) > need)
+        need = tensor_attention_half_scratch_floats(n_keys, hd);
     return need;
 }
 
@@ -27,6 +29,12 @@ static void one_head(const attention_args *a, int h, float *scratch) {
     size_t esize = llava_dtype_size(a->kv_type);
     const char *K = (const char *)a->k + (size_t)g * a->kv_head_stride * esize;
     const char *V = (const char *)a->v + (size_t)g * a->kv_head_stride * esize;
+    if (nq >= BLOCKED_MIN_Q && a->half && !a->causal && a->kv_type == LLAVA_DTYPE_F32) {
+        tensor_attention_head_half(a->out + (size_t)h * hd, (size_t)a->ldo, a->q + (size_t)h * hd, (size_t)a->ldq, nq,
+                                   (const float *)(const void *)K, (size_t)a->ldk, (const float *)(const void *)V,
+                                   (size_t)a->ldk, nk, hd, a->scale, scratch);
+        return;
+    }
     if (nq >= BLOCKED_MIN_Q) {
         tensor_attention_head(a->out + (size_t)h * hd, (size_t)a->ldo, a->q + (size_t)h * hd, (size_t)a->ldq,
                               nq, K, (size_t)a->ldk, V, (size_t)a->ldk, a->kv_type, nk, hd, a->scale,

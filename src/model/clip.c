@@ -14,7 +14,9 @@ llava_status clip_state_init(clip_state *s, const llava_model *m, llava_error *e
     memset(s, 0, sizeof *s);
     s->tokens = T;
     s->n_threads = m->pool ? tensor_pool_threads(m->pool) : 1;
-    s->scratch_per_thread = attention_scratch_floats(T, T, (int)hd);
+    /* --half vision: the tower's attention in half precision with its products */
+    s->half_attention = m->vision_layers_run > 0 && m->clip.layers[0].q.half;
+    s->scratch_per_thread = attention_scratch_floats(T, T, (int)hd, s->half_attention);
     s->h = tensor_alloc((size_t)T * dv * sizeof(float));
     s->t = tensor_alloc((size_t)T * dv * sizeof(float));
     s->q = tensor_alloc((size_t)T * dv * sizeof(float));
@@ -78,7 +80,7 @@ static void encoder_layer(llava_model *m, clip_state *s, const clip_layer *L) {
     attention_args a = {
         .q = s->q, .ldq = dv, .k = s->k, .v = s->v, .kv_type = LLAVA_DTYPE_F32, .ldk = dv, .kv_head_stride = (size_t)hd,
         .out = s->o, .ldo = dv, .n_q = T, .n_keys = T, .n_heads = nh, .n_kv_heads = nh, .hd = hd,
-        .scale = 1.0f / sqrtf((float)hd), .causal = false,
+        .scale = 1.0f / sqrtf((float)hd), .causal = false, .half = s->half_attention,
         .scratch = s->scratch, .scratch_per_thread = s->scratch_per_thread,
     };
     attention_run(pool, &a);

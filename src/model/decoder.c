@@ -44,7 +44,7 @@ llava_status decoder_state_reserve(decoder_state *s, const llava_model *m, int c
     size_t cache = (size_t)t->num_hidden_layers * kvd * (size_t)cap;
     size_t rows = (size_t)chunk;
     int threads = m->pool ? tensor_pool_threads(m->pool) : 1;
-    size_t per_thread = attention_scratch_floats(chunk, cap, (int)hd);
+    size_t per_thread = attention_scratch_floats(chunk, cap, (int)hd, false);
     /* the cache content is not kept: the caller resets after reserving */
     free(s->k_cache);
     free(s->v_cache);

@@ -99,9 +99,10 @@ typedef struct clip_state {
     float *mlp;            /* [T, Fv] */
     float *patches;        /* [N, 3·p·p] im2col */
     float *proj;           /* [rows, Dt] projector hidden */
-    float *scratch;        /* per pool thread: scores [T, T] + q, k heads [T, hd] */
+    float *scratch;        /* per pool thread: attention_scratch_floats */
     size_t scratch_per_thread;
     int n_threads;
+    bool half_attention;   /* the tower's products are half precision: its attention too */
 } clip_state;
 
 llava_status clip_state_init(clip_state *s, const llava_model *m, llava_error *err);
@@ -171,12 +172,14 @@ typedef struct attention_args {
     bool causal;             /* query at position p sees keys <= p */
     int q_pos0;
     int window;              /* > 0: query at p sees keys j with p - j <= window (HF Mistral) */
+    bool half;               /* no mask, f32 keys and values: half-precision products */
     float *scratch;          /* per pool thread: attention_scratch_floats() floats */
     size_t scratch_per_thread;
 } attention_args;
 
-/* Floats of scratch one pool thread needs for n_q queries over n_keys keys of head size hd. */
-size_t attention_scratch_floats(int n_q, int n_keys, int hd);
+/* Floats of scratch one pool thread needs for n_q queries over n_keys keys of head size hd
+ * (half: attention_args.half will be set). */
+size_t attention_scratch_floats(int n_q, int n_keys, int hd, bool half);
 void attention_run(tensor_pool *pool, const attention_args *a);
 
 /* ---- shared helpers ---- */

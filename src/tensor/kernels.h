@@ -117,6 +117,18 @@ void *tensor_pool_scratch(tensor_pool *pool, int ith, size_t bytes);
  * pool's owner outside any run, as the run itself is. NULL if it cannot be had, or pool is NULL. */
 void *tensor_pool_shared_scratch(tensor_pool *pool, size_t bytes);
 
+/* The half products' rows of x (tensor_matmul_half): the largest |x·scale| a row may reach
+ * against weights of max |W| w_absmax, and one row of n values into f16 words with the largest
+ * power-of-two scale that keeps it within cap (*unscale undoes it; 1 for a zero row, or one
+ * whose maximum is not finite). */
+float tensor_half_x_bound(float w_absmax);
+void tensor_half_row(const tensor_kernels *k, uint32_t *dst, const float *x, size_t n, float cap, float *unscale);
+/* tensor_attention_head_half through a given table (hnr > 0), whatever the CPU: tests compare
+ * tables with it. */
+void tensor_attention_head_half_with(const tensor_kernels *k, float *out, size_t ldo, const float *q, size_t ldq,
+                                     int n_q, const float *kmat, size_t ldk, const float *v, size_t ldv,
+                                     int n_keys, int hd, float scale, float *scratch);
+
 /* tensor_matmul_half through a given table (hnr > 0), whatever the CPU: tests compare tables
  * with it (the scalar table runs anywhere). panels: W packed by tensor_half_pack_with with the
  * same table, or NULL (packed per block as the product goes). */

@@ -350,13 +350,27 @@ static void gemm_slice_half(void *ctx, int ith, int nth) {
 
 /* The largest |x·scale| any row may have: every f16 sum (TENSOR_HALF_KB products of at most
  * that times w_absmax) stays within 2^14, and values stay well inside f16 (max 65504). */
-static float half_x_bound(float w_absmax) {
+float tensor_half_x_bound(float w_absmax) {
     float cap = 32768.0f;
     if (w_absmax > 0) {
         float b = 16384.0f / ((float)TENSOR_HALF_KB * w_absmax);
         if (b < cap) cap = b;
     }
     return cap;
+}
+
+void tensor_half_row(const tensor_kernels *k, uint32_t *dst, const float *x, size_t n, float cap, float *unscale) {
+    float mx = k->absmax_f32(x, n);
+    /* 1 for a zero row, or one whose maximum is not finite: the product then carries the inf
+     * or NaN as the exact one would */
+    int e = 0;
+    if (mx > 0 && mx < INFINITY) {
+        frexpf(cap / mx, &e);
+        e -= 1;
+        e = e < -100 ? -100 : e > 100 ? 100 : e;
+    }
+    *unscale = ldexpf(1.0f, -e);
+    k->to_half_words(dst, x, ldexpf(1.0f, e), n);
 }
 
 typedef struct half_rows_ctx {
@@ -368,26 +382,14 @@ typedef struct half_rows_ctx {
     float cap;
 } half_rows_ctx;
 
-/* HALF_ROWS rows of x: each scaled by the largest power of two that keeps its max |x| within
- * cap, and converted to f16 words. */
+/* HALF_ROWS rows of x into f16 words, each with its own scale (tensor_half_row). */
 #define HALF_ROWS 16
 static void half_rows_item(void *ctx, int item, int ith) {
     (void)ith;
     const half_rows_ctx *h = ctx;
     int m1 = (item + 1) * HALF_ROWS < h->M ? (item + 1) * HALF_ROWS : h->M;
-    for (int m = item * HALF_ROWS; m < m1; m++) {
-        float mx = h->k->absmax_f32(h->x + (size_t)m * h->K, (size_t)h->K);
-        /* 1 for a zero row, or one whose maximum is not finite: the product then carries the inf
-         * or NaN as the exact one would */
-        int e = 0;
-        if (mx > 0 && mx < INFINITY) {
-            frexpf(h->cap / mx, &e);
-            e -= 1;
-            e = e < -100 ? -100 : e > 100 ? 100 : e;
-        }
-        h->unscale[m] = ldexpf(1.0f, -e);
-        h->k->to_half_words(h->xw + (size_t)m * h->K, h->x + (size_t)m * h->K, ldexpf(1.0f, e), (size_t)h->K);
-    }
+    for (int m = item * HALF_ROWS; m < m1; m++)
+        tensor_half_row(h->k, h->xw + (size_t)m * h->K, h->x + (size_t)m * h->K, (size_t)h->K, h->cap, &h->unscale[m]);
 }
 
 void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *y, const float *x,
@@ -407,7 +409,7 @@ void tensor_matmul_half_with(const tensor_kernels *k, tensor_pool *pool, float *
         tensor_matmul(pool, y, x, w, wtype, bias, M, N, K);
         return;
     }
-    half_rows_ctx h = {.k = k, .x = x, .xw = xw, .unscale = unscale, .M = M, .K = K, .cap = half_x_bound(w_absmax)};
+    half_rows_ctx h = {.k = k, .x = x, .xw = xw, .unscale = unscale, .M = M, .K = K, .cap = tensor_half_x_bound(w_absmax)};
     tensor_pool_for(pool, (M + HALF_ROWS - 1) / HALF_ROWS, half_rows_item, &h);
     mm_ctx c = {.k = k, .pool = pool, .y = y, .ldy = (size_t)N, .x = x, .ldx = (size_t)K,
                 .w = w, .ldw = (size_t)K, .fmt = fmt, .esize = llava_dtype_size(wtype),

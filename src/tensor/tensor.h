@@ -92,6 +92,16 @@ void tensor_attention_head(float *out, size_t ldo, const float *q, size_t ldq, i
                            const void *kmat, size_t ldk, const void *v, size_t ldv, llava_dtype kv_type,
                            int n_keys, int hd, float scale, int pos0, int window, float *scratch);
 size_t tensor_attention_scratch_floats(int n_keys, int hd);
+/* The same head without a mask, with f32 keys and values, in half precision (the option
+ * `--half vision`): each block of queries meets f16 panels of K and V in the half microkernel
+ * (tensor_matmul_half's arithmetic: f16 sums over runs of 64, rows scaled by powers of two,
+ * ~1e-3 relative), the softmax between the two products in f32. scratch:
+ * tensor_attention_half_scratch_floats(n_keys, hd) floats. The exact head where there is no
+ * half path (tensor_half_available() == 0) or K or V does not fit f16. */
+void tensor_attention_head_half(float *out, size_t ldo, const float *q, size_t ldq, int n_q, const float *kmat,
+                                size_t ldk, const float *v, size_t ldv, int n_keys, int hd, float scale,
+                                float *scratch);
+size_t tensor_attention_half_scratch_floats(int n_keys, int hd);
 
 /* ---- half-precision products (an explicit option; never the default) ---- */
 
