@@ -51,6 +51,25 @@ const char *llava_status_name(llava_status status);
 const char *llava_version(void);
 
 /* ------------------------------------------------------------------------------------------ */
+/* A checkpoint folder described without reading its weights: config.json and the safetensors */
+/* headers only (milliseconds even for a 14 GB checkpoint), with the same checks as a load's   */
+/* first step. For model lists and `/api/show`. Any thread.                                    */
+
+typedef struct llava_model_desc {
+    char text_model_type[16];  /* text_config.model_type: "llama", "mistral" */
+    int64_t n_params;          /* weights in the files; a matrix of `llava quantize` counts its
+                                * rows × columns (rows rounded up to 16: exact for real shapes) */
+    char dtype[8];             /* what most of those weights are stored as: "F32", "F16", "BF16",
+                                * "Q8_0" or "Q4_0" */
+    int context_length;        /* text_config.max_position_embeddings */
+    int hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, vocab_size;
+    int vision_hidden_size, vision_layers, image_size, patch_size;
+    int image_tokens;          /* positions one image takes in the prompt */
+} llava_model_desc;
+
+llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, llava_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Engine: one worker thread owns the model; callers talk to it through a request queue and an */
 /* event channel, and never wait for it.                                                       */
 /*                                                                                             */

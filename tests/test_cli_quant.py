@@ -105,6 +105,15 @@ def main():
                 else:
                     check(e["dtype"] == s["dtype"] and e["shape"] == s["shape"], f"{qt}: {name} kept as is")
             check(n_quant > 30, f"{qt}: {n_quant} matrices quantized")
+            # `llava info` (and the server's /api/show) count a quantized matrix as its blocks'
+            # rows (rounded up to 16) × columns, and name the format most weights are in
+            want = sum((16 * ((src[n]["shape"][0] + 15) // 16) * src[n]["shape"][1]) if e["dtype"] == "U8"
+                       else int(np.prod(e["shape"])) for n, e in hdr.items())
+            rc, out_json, err = llava("info", "-m", out, "--json")
+            check(rc == 0, f"info on the {qt} folder: {err}")
+            info = json.loads(out_json)
+            check(info["parameters"] == want and info["parameters_format"] == qt.upper(),
+                  f"{qt}: info gives {info['parameters']} {info['parameters_format']}, expected {want} {qt.upper()}")
             for side in ("config.json", "tokenizer.json", "generation_config.json", "preprocessor_config.json"):
                 check(os.path.isfile(os.path.join(out, side)), f"{qt}: {side} copied")
 

@@ -5,6 +5,7 @@ tokens). Also the model lists, /health, /metrics,
 bearer-token auth, and requests that arrive while the model loads (then is ready, or fails)."""
 import base64
 import json
+import math
 import os
 import shutil
 import socket
@@ -185,6 +186,35 @@ def test_lists_health_metrics():
         check(st == 200 and m["name"] == "test-model" and m["size"] > 1_000_000, m)
         st, body = srv.curl("{base}/api/version")
         check(st == 200 and json.loads(body)["version"].count(".") == 2, body)
+        # /api/show against the folder read here: config.json and the safetensors header
+        cfg = json.load(open(os.path.join(fx["model"], "config.json")))
+        with open(os.path.join(fx["model"], "model.safetensors"), "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        params = sum(math.prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+        text, vision = cfg["text_config"], cfg["vision_config"]
+        for body_sent in ('{"model": "test-model"}', '{"name": "test-model:latest"}'):
+            st, body = srv.curl("{base}/api/show", "-d", body_sent)
+            r = json.loads(body)
+            check(st == 200, body)
+            arch = r["model_info"]["general.architecture"]
+            check(arch == text.get("model_type", "llama") and r["details"]["family"] == arch, r["details"])
+            check(r["model_info"]["general.parameter_count"] == params, (r["model_info"], params))
+            check(r["model_info"][f"{arch}.embedding_length"] == text["hidden_size"] and
+                  r["model_info"][f"{arch}.block_count"] == text["num_hidden_layers"] and
+                  r["model_info"][f"{arch}.context_length"] == text.get("max_position_embeddings", 4096), r["model_info"])
+            check(r["projector_info"]["clip.vision.image_size"] == vision["image_size"] and
+                  r["projector_info"]["clip.vision.patch_size"] == vision["patch_size"], r["projector_info"])
+            check(r["capabilities"] == ["completion", "vision"], r["capabilities"])
+            check(r["details"]["quantization_level"] == "F32" and r["details"]["parameter_size"], r["details"])
+        st, body = srv.curl("{base}/api/show", "-d", '{"model": "other"}')
+        check(st == 404 and "not found" in json.loads(body)["error"], body)
+        st, body = srv.curl("{base}/api/show", "-d", '{"model": 3}')
+        check(st == 400 and json.loads(body)["error"] == "model: must be a string", body)
+        st, body = srv.curl("{base}/api/show", "-d", '{"model": "test-model"')
+        check(st == 400 and "invalid JSON" in json.loads(body)["error"], body)
+        st, body = srv.curl("{base}/api/ps")
+        m = json.loads(body)["models"]
+        check(st == 200 and len(m) == 1 and m[0]["name"] == "test-model" and m[0]["size_vram"] == 0, m)
         st, body = srv.curl("{base}/health")
         check(st == 200 and json.loads(body) == {"status": "ok"}, body)
         st, body = srv.curl("{base}/metrics")

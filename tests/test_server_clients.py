@@ -41,6 +41,9 @@ def test_official_clients():
     check(r["ollama_generate"]["response"] == want, r["ollama_generate"])
     check(r["ollama_generate_stream"]["response"] == want, r["ollama_generate_stream"])
     check(r["ollama_models"] == ["test-model"], r["ollama_models"])
+    check(r["ollama_show"]["capabilities"] == ["completion", "vision"] and r["ollama_show"]["family"] == "llama" and
+          r["ollama_show"]["parameter_count"] > 1_000_000, r["ollama_show"])
+    check(r["ollama_ps"] == ["test-model"], r["ollama_ps"])
     e = r["ollama_error"]
     check(e and e["status"] == 400 and "format" in e["message"], f"ollama error: {e}")
 

@@ -11,6 +11,7 @@
 #include "cli/cli.h"
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
+#include "llava.h"
 
 #define INFO_JSON_MAX_BYTES (32u << 20)
 
@@ -106,7 +107,8 @@ static const char *rope_scaling_name(hf_rope_scaling r) {
 }
 
 static int print_json(const char *dir, const char *arch, const hf_llava_config *c, const st_set *s,
-                      const size_t *dtype_counts, const template_hint *th, int image_tokens) {
+                      const size_t *dtype_counts, const template_hint *th, int image_tokens,
+                      const llava_model_desc *desc) {
     const hf_text_config *t = &c->text;
     const hf_vision_config *v = &c->vision;
     json_t *dtypes = json_object();
@@ -137,6 +139,8 @@ static int print_json(const char *dir, const char *arch, const hf_llava_config *
         th->source[0] ? th->source : NULL);
     if (!o) return cli_fail("info: cannot build the JSON output");
     json_object_set_new(o, "image_token_index", json_integer(c->image_token_index));
+    json_object_set_new(o, "parameters", json_integer((json_int_t)desc->n_params));
+    json_object_set_new(o, "parameters_format", json_string(desc->dtype));
     char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     json_decref(o);
     if (!text) return cli_fail("info: cannot format the JSON output");
@@ -146,7 +150,8 @@ static int print_json(const char *dir, const char *arch, const hf_llava_config *
 }
 
 static void print_text(const char *dir, const char *arch, const hf_llava_config *c, const st_set *s,
-                       const size_t *dtype_counts, const template_hint *th, int image_tokens) {
+                       const size_t *dtype_counts, const template_hint *th, int image_tokens,
+                       const llava_model_desc *desc) {
     const hf_text_config *t = &c->text;
     const hf_vision_config *v = &c->vision;
     printf("model         %s\n", dir);
@@ -177,7 +182,8 @@ static void print_text(const char *dir, const char *arch, const hf_llava_config 
         printf("%s%s %zu", sep, llava_dtype_name((llava_dtype)d), dtype_counts[d]);
         sep = ", ";
     }
-    printf("\ntemplate      %s%s%s\n", th->text, th->source[0] ? " from " : "", th->source);
+    printf("\nparameters    %lld (%.2f B), mostly %s\n", (long long)desc->n_params, (double)desc->n_params * 1e-9, desc->dtype);
+    printf("template      %s%s%s\n", th->text, th->source[0] ? " from " : "", th->source);
 }
 
 int cmd_info(int argc, char **argv) {
@@ -219,11 +225,17 @@ int cmd_info(int argc, char **argv) {
     int side = c.vision.image_size / c.vision.patch_size;
     int image_tokens = side * side + (c.select_full ? 1 : 0);
 
+    /* the parameter count the server's /api/show gives (quantized matrices as rows × columns) */
+    llava_model_desc desc;
+    if (llava_model_describe(dir, &desc, &err) != LLAVA_OK) {
+        st_set_close(s);
+        return cli_fail("%s", err.message);
+    }
     int rc = 0;
     if (as_json)
-        rc = print_json(dir, arch, &c, s, dtype_counts, &th, image_tokens);
+        rc = print_json(dir, arch, &c, s, dtype_counts, &th, image_tokens, &desc);
     else
-        print_text(dir, arch, &c, s, dtype_counts, &th, image_tokens);
+        print_text(dir, arch, &c, s, dtype_counts, &th, image_tokens, &desc);
     st_set_close(s);
     return rc;
 }

@@ -54,6 +54,8 @@ void srv_model_facts(srv_server *s) {
     }
     if (fd >= 0) close(fd);
     snprintf(s->model_digest, sizeof s->model_digest, "%016llx", (unsigned long long)h);
+    llava_error err;
+    s->desc_ok = llava_model_describe(s->model_dir, &s->desc, &err) == LLAVA_OK;
 }
 
 /* ---- health ---- */
@@ -231,32 +233,163 @@ void srv_handle_openai_models(srv_server *s, struct evhttp_request *req, const c
     srv_reply(s, req, 200, NULL, dump(o));
 }
 
-void srv_handle_ollama_tags(srv_server *s, struct evhttp_request *req) {
-    char when[40];
+static void iso_time(int64_t t, char *out, size_t cap) {
     struct tm tm;
-    time_t t = (time_t)s->model_mtime;
-    gmtime_r(&t, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* Ollama's "details" of a model: its family is the text model's type, the vision tower makes it
+ * also "clip"; the size in billions as Ollama writes it ("7.1B"); the quantization level is the
+ * format most weights are in, or the one `--quant` gives them at load. */
+static json_t *ollama_details(const srv_server *s) {
+    const llava_model_desc *d = &s->desc;
+    char size[32] = "", level[16] = "";
+    if (s->desc_ok) {
+        double n = (double)d->n_params;
+        if (n >= 1e9) snprintf(size, sizeof size, "%.1fB", n / 1e9);
+        else snprintf(size, sizeof size, "%.0fM", n / 1e6);
+        snprintf(level, sizeof level, "%s", d->dtype);
+    }
+    if (s->cfg.quant == LLAVA_QUANT_LOAD_Q8_0) snprintf(level, sizeof level, "Q8_0");
+    if (s->cfg.quant == LLAVA_QUANT_LOAD_Q4_0) snprintf(level, sizeof level, "Q4_0");
+    const char *family = s->desc_ok ? d->text_model_type : "llava";
     json_t *details = json_object();
     json_object_set_new(details, "parent_model", json_string(""));
     json_object_set_new(details, "format", json_string("safetensors"));
-    json_object_set_new(details, "family", json_string("llava"));
+    json_object_set_new(details, "family", json_string(family));
     json_t *fam = json_array();
-    json_array_append_new(fam, json_string("llava"));
+    json_array_append_new(fam, json_string(family));
+    json_array_append_new(fam, json_string("clip"));
     json_object_set_new(details, "families", fam);
-    json_object_set_new(details, "parameter_size", json_string(""));
-    json_object_set_new(details, "quantization_level", json_string(""));
+    json_object_set_new(details, "parameter_size", json_string(size));
+    json_object_set_new(details, "quantization_level", json_string(level));
+    return details;
+}
+
+/* One model of /api/tags and /api/ps. */
+static json_t *ollama_model(const srv_server *s) {
+    char when[40];
+    iso_time(s->model_mtime, when, sizeof when);
     json_t *m = json_object();
     json_object_set_new(m, "name", json_string(s->model_name));
     json_object_set_new(m, "model", json_string(s->model_name));
     json_object_set_new(m, "modified_at", json_string(when));
     json_object_set_new(m, "size", json_integer(s->model_bytes));
     json_object_set_new(m, "digest", json_string(s->model_digest));
-    json_object_set_new(m, "details", details);
+    json_object_set_new(m, "details", ollama_details(s));
+    return m;
+}
+
+void srv_handle_ollama_tags(srv_server *s, struct evhttp_request *req) {
     json_t *list = json_array();
-    json_array_append_new(list, m);
+    json_array_append_new(list, ollama_model(s));
     json_t *o = json_object();
     json_object_set_new(o, "models", list);
+    srv_reply(s, req, 200, NULL, dump(o));
+}
+
+/* The running models: this one once loaded (it stays until the server stops: "expires_at" is
+ * as far as Ollama's clients can read), none before or after a failed load. */
+void srv_handle_ollama_ps(srv_server *s, struct evhttp_request *req) {
+    json_t *list = json_array();
+    if (llava_engine_state(s->engine, NULL) == LLAVA_LOAD_READY) {
+        json_t *m = ollama_model(s);
+        json_object_del(m, "modified_at");
+        json_object_set_new(m, "expires_at", json_string("9999-12-31T23:59:59Z"));
+        json_object_set_new(m, "size_vram", json_integer(0));
+        json_array_append_new(list, m);
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "models", list);
+    srv_reply(s, req, 200, NULL, dump(o));
+}
+
+/* Whether a client's model name is this server's: exactly, or with Ollama's default tag. */
+static bool is_our_model(const srv_server *s, const char *name) {
+    size_t n = strlen(s->model_name);
+    return !strcmp(name, s->model_name) || (!strncmp(name, s->model_name, n) && !strcmp(name + n, ":latest"));
+}
+
+void srv_handle_ollama_show(srv_server *s, struct evhttp_request *req) {
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
+    json_error_t jerr;
+    json_t *root = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        char msg[256];
+        if (!len) snprintf(msg, sizeof msg, "empty body: send {\"model\": NAME}");
+        else if (!root) snprintf(msg, sizeof msg, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        else snprintf(msg, sizeof msg, "the body must be a JSON object");
+        srv_reply_error(s, req, false, 400, msg, NULL);
+        return;
+    }
+    /* "model", or the older "name" */
+    const json_t *m = json_object_get(root, "model");
+    if (!m) m = json_object_get(root, "name");
+    if (!json_is_string(m)) {
+        json_decref(root);
+        srv_reply_error(s, req, false, 400, m ? "model: must be a string" : "model: required", NULL);
+        return;
+    }
+    if (!is_our_model(s, json_string_value(m))) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "model '%.100s' not found (this server has '%.100s')", json_string_value(m),
+                 s->model_name);
+        json_decref(root);
+        srv_reply_error(s, req, false, 404, msg, NULL);
+        return;
+    }
+    json_decref(root);
+    if (!s->desc_ok) {
+        srv_reply_error(s, req, false, 500, "the model folder could not be described (see /health)", NULL);
+        return;
+    }
+    const llava_model_desc *d = &s->desc;
+    char key[96], when[40], modelfile[4400];
+    iso_time(s->model_mtime, when, sizeof when);
+    snprintf(modelfile, sizeof modelfile, "# served by llava.c\nFROM %s\n", s->model_dir);
+    json_t *info = json_object(), *proj = json_object();
+    const char *arch = d->text_model_type;
+    json_object_set_new(info, "general.architecture", json_string(arch));
+    json_object_set_new(info, "general.parameter_count", json_integer(d->n_params));
+#define INFO(field, value)                                            \
+    do {                                                              \
+        snprintf(key, sizeof key, "%s." field, arch);                 \
+        json_object_set_new(info, key, json_integer(value));          \
+    } while (0)
+    INFO("context_length", d->context_length);
+    INFO("embedding_length", d->hidden_size);
+    INFO("block_count", d->num_layers);
+    INFO("feed_forward_length", d->intermediate_size);
+    INFO("attention.head_count", d->num_heads);
+    INFO("attention.head_count_kv", d->num_kv_heads);
+    INFO("vocab_size", d->vocab_size);
+#undef INFO
+    json_object_set_new(proj, "general.architecture", json_string("clip"));
+    json_object_set_new(proj, "clip.has_vision_encoder", json_true());
+    json_object_set_new(proj, "clip.vision.embedding_length", json_integer(d->vision_hidden_size));
+    json_object_set_new(proj, "clip.vision.block_count", json_integer(d->vision_layers));
+    json_object_set_new(proj, "clip.vision.image_size", json_integer(d->image_size));
+    json_object_set_new(proj, "clip.vision.patch_size", json_integer(d->patch_size));
+    json_object_set_new(proj, "clip.vision.image_tokens", json_integer(d->image_tokens));
+    json_t *caps = json_array();
+    json_array_append_new(caps, json_string("completion"));
+    json_array_append_new(caps, json_string("vision"));
+    json_t *o = json_object();
+    json_object_set_new(o, "license", json_string(""));
+    json_object_set_new(o, "modelfile", json_string(modelfile));
+    /* the sampling defaults /api/chat and /api/generate apply (Ollama's) */
+    json_object_set_new(o, "parameters", json_string("temperature 0.8\ntop_k 40\ntop_p 0.9"));
+    json_object_set_new(o, "template", json_string(""));
+    json_object_set_new(o, "details", ollama_details(s));
+    json_object_set_new(o, "model_info", info);
+    json_object_set_new(o, "projector_info", proj);
+    json_object_set_new(o, "capabilities", caps);
+    json_object_set_new(o, "modified_at", json_string(when));
     srv_reply(s, req, 200, NULL, dump(o));
 }
 

@@ -61,6 +61,8 @@ struct srv_server {
     int64_t model_bytes;            /* size of the checkpoint's files */
     int64_t model_mtime;
     char model_digest[24];
+    llava_model_desc desc;          /* the folder described at start (llava_model_describe) */
+    bool desc_ok;
     srv_stats stats;
 };
 
@@ -136,6 +138,8 @@ void srv_handle_health(srv_server *s, struct evhttp_request *req);
 void srv_handle_metrics(srv_server *s, struct evhttp_request *req);
 void srv_handle_openai_models(srv_server *s, struct evhttp_request *req, const char *id);
 void srv_handle_ollama_tags(srv_server *s, struct evhttp_request *req);
+void srv_handle_ollama_show(srv_server *s, struct evhttp_request *req);
+void srv_handle_ollama_ps(srv_server *s, struct evhttp_request *req);
 void srv_handle_ollama_version(srv_server *s, struct evhttp_request *req);
 /* Reads the checkpoint folder's size, time and a digest of its config (at start). */
 void srv_model_facts(srv_server *s);

@@ -212,6 +212,14 @@ static void on_request(struct evhttp_request *req, void *arg) {
         if (!get) return method_not_allowed(s, req, false, "GET");
         return srv_handle_ollama_tags(s, req);
     }
+    if (!strcmp(path, "/api/show")) {
+        if (!post) return method_not_allowed(s, req, false, "POST");
+        return srv_handle_ollama_show(s, req);
+    }
+    if (!strcmp(path, "/api/ps")) {
+        if (!get) return method_not_allowed(s, req, false, "GET");
+        return srv_handle_ollama_ps(s, req);
+    }
     if (!strcmp(path, "/api/version")) {
         if (!get) return method_not_allowed(s, req, false, "GET");
         return srv_handle_ollama_version(s, req);

@@ -77,6 +77,10 @@ for await (const part of await ollama.generate({
 out.ollama_generate_stream = { response: gtext };
 
 out.ollama_models = (await ollama.list()).models.map((m) => m.name);
+const shown = await ollama.show({ model: "test-model" });
+out.ollama_show = { family: shown.details.family, capabilities: shown.capabilities,
+                    parameter_count: shown.model_info["general.parameter_count"] };
+out.ollama_ps = (await ollama.ps()).models.map((m) => m.name);
 try {
   await ollama.chat({ model: "test-model", messages: chatMessages, format: "json", stream: false });
   out.ollama_error = null;
