@@ -191,8 +191,9 @@ void tensor_attention_head_half_with(const tensor_kernels *k, float *out, size_t
         }
     }
     /* The same bounds on each row's f16 sums as tensor_matmul_half's. Queries get a scale per
-     * row as its x rows do; probabilities are at most 1, so one scale serves every row (f16
-     * keeps 11 bits down to 6e-5 of the largest, below which a probability adds nothing). */
+     * row as its x rows do; probabilities are at most 1, so one scale serves every row: scaled,
+     * every probability above 6e-5 / scale keeps f16's 11 significant bits, and the ones below
+     * would vanish in any f16 sum of the row's larger ones anyway. */
     float q_cap = tensor_half_x_bound(k_max);
     int e = 0;
     frexpf(tensor_half_x_bound(v_max), &e);
