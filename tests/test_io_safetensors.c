@@ -183,6 +183,26 @@ static void test_malformed_files(void **state) {
         assert_string_equal(err.message, msg);
     }
 
+    /* A 64 GiB file (sparse) whose header is broken: read into memory, it fails on its header as
+     * the mapping does, before allocating or reading what follows (which here could not even be
+     * allocated on most machines, and would take minutes to read). */
+    {
+        char big[256];
+        tmp_path(big, sizeof big, "big_bad_header.safetensors");
+        write_raw(big, "{\"a\": 1}", UINT64_MAX, 0);
+        assert_int_equal(truncate(big, (off_t)64 << 30), 0);
+        st_file *f = NULL;
+        llava_error err;
+        assert_int_not_equal(st_file_open(big, &f, &err), LLAVA_OK);
+        char msg[sizeof err.message];
+        memcpy(msg, err.message, sizeof msg);
+        assert_non_null(strstr(msg, "tensor \"a\""));
+        assert_int_not_equal(st_file_open_mode(big, ST_READ, &f, &err), LLAVA_OK);
+        assert_null(f);
+        assert_string_equal(err.message, msg);
+        unlink(big);
+    }
+
     /* shorter than the length field */
     char path[256];
     tmp_path(path, sizeof path, "truncated.safetensors");

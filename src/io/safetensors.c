@@ -296,21 +296,28 @@ static void advise_huge_pages(void *p, size_t n) {
 #endif
 }
 
+/* The header length (the file's first 8 bytes, little-endian) against the limit and the file. */
+static llava_status check_header_len(const char *path, const unsigned char *first8, uint64_t size,
+                                     uint64_t *header_len, llava_error *err) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = (n << 8) | first8[i];
+    *header_len = n;
+    if (n > ST_MAX_HEADER_BYTES)
+        return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: header length %llu exceeds the limit of %u bytes", path,
+                               (unsigned long long)n, ST_MAX_HEADER_BYTES);
+    if (n > size - 8)
+        return llava_error_set(err, LLAVA_ERR_FORMAT,
+                               "%s: header length %llu runs past the end of the file (%llu bytes; truncated?)",
+                               path, (unsigned long long)n, (unsigned long long)size);
+    return LLAVA_OK;
+}
+
 /* Parses and validates the header of a file held at map (mapped or read: either way freed with
  * munmap), and on success hands the memory to a new st_file. */
 static llava_status adopt(const char *path, void *map, uint64_t size, st_file **out, llava_error *err) {
     const unsigned char *bytes = map;
     uint64_t header_len = 0;
-    for (int i = 7; i >= 0; i--) header_len = (header_len << 8) | bytes[i];
-    llava_status st = LLAVA_OK;
-    if (header_len > ST_MAX_HEADER_BYTES)
-        st = llava_error_set(err, LLAVA_ERR_FORMAT,
-                             "%s: header length %llu exceeds the limit of %u bytes", path,
-                             (unsigned long long)header_len, ST_MAX_HEADER_BYTES);
-    else if (header_len > size - 8)
-        st = llava_error_set(err, LLAVA_ERR_FORMAT,
-                             "%s: header length %llu runs past the end of the file (%llu bytes; truncated?)",
-                             path, (unsigned long long)header_len, (unsigned long long)size);
+    llava_status st = check_header_len(path, bytes, size, &header_len, err);
     st_file *f = NULL;
     if (st == LLAVA_OK && (!(f = calloc(1, sizeof *f)) || !(f->path = dup_bytes(path, strlen(path)))))
         st = llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory", path);
@@ -333,6 +340,35 @@ static llava_status adopt(const char *path, void *map, uint64_t size, st_file **
     }
     *out = f;
     return LLAVA_OK;
+}
+
+/* ST_READ: the header alone, read and validated before the file is: a file that is not a
+ * checkpoint fails at once, with the verdict and message the mapping gives, rather than after
+ * gigabytes have been read (adopt then parses it again from memory: milliseconds). */
+static llava_status check_header_first(int fd, const char *path, uint64_t size, llava_error *err) {
+    unsigned char first8[8];
+    if (pread(fd, first8, 8, 0) != 8)
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read the header length: %s", path, strerror(errno));
+    uint64_t header_len;
+    llava_status st = check_header_len(path, first8, size, &header_len, err);
+    if (st != LLAVA_OK) return st;
+    char *header = malloc(header_len ? (size_t)header_len : 1);
+    if (!header) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory for its header", path);
+    for (uint64_t done = 0; done < header_len;) {
+        ssize_t got = pread(fd, header + done, (size_t)(header_len - done), (off_t)(8 + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            free(header);
+            return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read its header: %s", path,
+                                   got < 0 ? strerror(errno) : "the file ended");
+        }
+        done += (uint64_t)got;
+    }
+    st_header h;
+    st = st_header_parse(header, (size_t)header_len, size - 8 - header_len, path, &h, err);
+    free(header);
+    if (st == LLAVA_OK) st_header_free(&h);
+    return st;
 }
 
 /* Bytes per read() when a file is read whole. */
@@ -392,7 +428,11 @@ llava_status st_file_open_mode(const char *path, st_load_mode mode, st_file **ou
         return llava_error_set(err, LLAVA_ERR_LIMIT, "%s: too large to map", path);
     }
     if (mode == ST_READ) {
-        llava_status rst = LLAVA_OK;
+        llava_status rst = check_header_first(fd, path, size, err);
+        if (rst != LLAVA_OK) {
+            close(fd);
+            return rst;
+        }
         void *mem = read_whole(fd, path, size, err, &rst);
         close(fd);
         if (!mem) return rst;
