@@ -212,6 +212,8 @@ def test_lists_health_metrics():
         check(st == 400 and json.loads(body)["error"] == "model: must be a string", body)
         st, body = srv.curl("{base}/api/show", "-d", '{"model": "test-model"')
         check(st == 400 and "invalid JSON" in json.loads(body)["error"], body)
+        st, body = srv.curl("{base}/api/show", "--data-binary", "@-", data=b'{"model": "' + b"x" * 70000 + b'"}')
+        check(st == 413 and "at most 65536" in json.loads(body)["error"], body)
         st, body = srv.curl("{base}/api/ps")
         m = json.loads(body)["models"]
         check(st == 200 and len(m) == 1 and m[0]["name"] == "test-model" and m[0]["size_vram"] == 0, m)

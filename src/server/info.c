@@ -290,8 +290,8 @@ void srv_handle_ollama_tags(srv_server *s, struct evhttp_request *req) {
     srv_reply(s, req, 200, NULL, dump(o));
 }
 
-/* The running models: this one once loaded (it stays until the server stops: "expires_at" is
- * as far as Ollama's clients can read), none before or after a failed load. */
+/* The running models: this one once loaded, none before or after a failed load. It stays until
+ * the server stops, so its "expires_at" is the last date of year 9999. */
 void srv_handle_ollama_ps(srv_server *s, struct evhttp_request *req) {
     json_t *list = json_array();
     if (llava_engine_state(s->engine, NULL) == LLAVA_LOAD_READY) {
@@ -312,9 +312,19 @@ static bool is_our_model(const srv_server *s, const char *name) {
     return !strcmp(name, s->model_name) || (!strncmp(name, s->model_name, n) && !strcmp(name + n, ":latest"));
 }
 
+/* /api/show's body names a model: parsed here on the loop thread, so it is kept small (a large
+ * body would stall every other client while it parses; generation bodies go to bodies.c). */
+#define SHOW_MAX_BODY (64 * 1024)
+
 void srv_handle_ollama_show(srv_server *s, struct evhttp_request *req) {
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(in);
+    if (len > SHOW_MAX_BODY) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "body of %zu bytes: /api/show takes at most %d", len, SHOW_MAX_BODY);
+        srv_reply_error(s, req, false, 413, msg, NULL);
+        return;
+    }
     const char *body = (const char *)evbuffer_pullup(in, (ev_ssize_t)len);
     json_error_t jerr;
     json_t *root = len ? json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr) : NULL;
