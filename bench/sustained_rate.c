@@ -120,9 +120,10 @@ int main(int argc, char **argv) {
     qsort(rel, (size_t)rounds, sizeof(double), cmp_double);
     printf("burst probe %.1f GFLOP/s (the better of before and after; the rows are against the one before)\n",
            peak * 1e-9);
-    printf("median: hot microkernel %.1f%%, product %.1f%% of it; product / hot %.3f\n", 100 * hot[rounds / 2] / peak,
-           100 * prod[rounds / 2] / peak, rel[rounds / 2]);
-    printf("range:  hot microkernel %.1f-%.1f%%, product %.1f-%.1f%%, product / hot %.3f-%.3f\n", 100 * hot[0] / peak,
+    printf("median, of the better probe: hot microkernel %.1f%%, product %.1f%%; product / hot %.3f\n",
+           100 * hot[rounds / 2] / peak, 100 * prod[rounds / 2] / peak, rel[rounds / 2]);
+    printf("range,  of the better probe: hot microkernel %.1f-%.1f%%, product %.1f-%.1f%%; product / hot %.3f-%.3f\n",
+           100 * hot[0] / peak,
            100 * hot[rounds - 1] / peak, 100 * prod[0] / peak, 100 * prod[rounds - 1] / peak, rel[0], rel[rounds - 1]);
     free(x), free(y), free(w);
     tensor_pool_destroy(pool);

@@ -12,6 +12,7 @@
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
 #include "llava.h"
+#include "model/model.h"
 
 #define INFO_JSON_MAX_BYTES (32u << 20)
 
@@ -222,15 +223,10 @@ int cmd_info(int argc, char **argv) {
     for (size_t i = 0; i < st_set_count(s); i++) dtype_counts[st_set_tensor(s, i)->dtype]++;
     template_hint th;
     find_template(dir, &th);
-    int side = c.vision.image_size / c.vision.patch_size;
-    int image_tokens = side * side + (c.select_full ? 1 : 0);
-
-    /* the parameter count the server's /api/show gives (quantized matrices as rows × columns) */
+    /* the parameter count and image tokens the server's /api/show gives */
     llava_model_desc desc;
-    if (llava_model_describe(dir, &desc, &err) != LLAVA_OK) {
-        st_set_close(s);
-        return cli_fail("%s", err.message);
-    }
+    llava_model_describe_open(&c, s, &desc);
+    int image_tokens = desc.image_tokens;
     int rc = 0;
     if (as_json)
         rc = print_json(dir, arch, &c, s, dtype_counts, &th, image_tokens, &desc);

@@ -342,27 +342,41 @@ static llava_status adopt(const char *path, void *map, uint64_t size, st_file **
     return LLAVA_OK;
 }
 
+/* Bytes per read() when a file is read whole. */
+#define ST_READ_BLOCK ((size_t)64 << 20)
+
+/* Reads n bytes at offset off into dst, retrying short reads and interruptions. Returns the
+ * bytes read: n, or fewer where the file ended (errno 0) or a read failed (errno set). */
+static uint64_t pread_full(int fd, void *dst, uint64_t n, uint64_t off) {
+    uint64_t done = 0;
+    while (done < n) {
+        uint64_t want = n - done > ST_READ_BLOCK ? ST_READ_BLOCK : n - done;
+        errno = 0;
+        ssize_t got = pread(fd, (char *)dst + done, (size_t)want, (off_t)(off + done));
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) break;
+        done += (uint64_t)got;
+    }
+    return done;
+}
+
 /* ST_READ: the header alone, read and validated before the file is: a file that is not a
  * checkpoint fails at once, with the verdict and message the mapping gives, rather than after
  * gigabytes have been read (adopt then parses it again from memory: milliseconds). */
 static llava_status check_header_first(int fd, const char *path, uint64_t size, llava_error *err) {
     unsigned char first8[8];
-    if (pread(fd, first8, 8, 0) != 8)
-        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read the header length: %s", path, strerror(errno));
+    if (pread_full(fd, first8, 8, 0) != 8)
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read the header length: %s", path,
+                               errno ? strerror(errno) : "the file ended");
     uint64_t header_len;
     llava_status st = check_header_len(path, first8, size, &header_len, err);
     if (st != LLAVA_OK) return st;
     char *header = malloc(header_len ? (size_t)header_len : 1);
     if (!header) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "%s: out of memory for its header", path);
-    for (uint64_t done = 0; done < header_len;) {
-        ssize_t got = pread(fd, header + done, (size_t)(header_len - done), (off_t)(8 + done));
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-            free(header);
-            return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read its header: %s", path,
-                                   got < 0 ? strerror(errno) : "the file ended");
-        }
-        done += (uint64_t)got;
+    if (pread_full(fd, header, header_len, 8) != header_len) {
+        free(header);
+        return llava_error_set(err, LLAVA_ERR_IO, "%s: cannot read its header: %s", path,
+                               errno ? strerror(errno) : "the file ended");
     }
     st_header h;
     st = st_header_parse(header, (size_t)header_len, size - 8 - header_len, path, &h, err);
@@ -370,9 +384,6 @@ static llava_status check_header_first(int fd, const char *path, uint64_t size, 
     if (st == LLAVA_OK) st_header_free(&h);
     return st;
 }
-
-/* Bytes per read() when a file is read whole. */
-#define ST_READ_BLOCK ((size_t)64 << 20)
 
 /* The whole file into anonymous memory (ST_READ): huge pages asked for, as for the mapping, and
  * read in blocks; a file that ends early (truncated while read) is an error, not zeros. */
@@ -384,20 +395,15 @@ static void *read_whole(int fd, const char *path, uint64_t size, llava_error *er
         return NULL;
     }
     advise_huge_pages(mem, (size_t)size);
-    for (uint64_t done = 0; done < size;) {
-        size_t want = size - done > ST_READ_BLOCK ? ST_READ_BLOCK : (size_t)(size - done);
-        ssize_t got = pread(fd, (char *)mem + done, want, (off_t)done);
-        if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) {
-            *st = got < 0 ? llava_error_set(err, LLAVA_ERR_IO, "%s: read failed at byte %llu: %s", path,
-                                            (unsigned long long)done, strerror(errno))
-                          : llava_error_set(err, LLAVA_ERR_IO, "%s: ended at byte %llu of %llu while read "
-                                            "(truncated meanwhile?)", path, (unsigned long long)done,
-                                            (unsigned long long)size);
-            munmap(mem, (size_t)size);
-            return NULL;
-        }
-        done += (uint64_t)got;
+    uint64_t done = pread_full(fd, mem, size, 0);
+    if (done != size) {
+        *st = errno ? llava_error_set(err, LLAVA_ERR_IO, "%s: read failed at byte %llu: %s", path,
+                                      (unsigned long long)done, strerror(errno))
+                    : llava_error_set(err, LLAVA_ERR_IO, "%s: ended at byte %llu of %llu while read "
+                                      "(truncated meanwhile?)", path, (unsigned long long)done,
+                                      (unsigned long long)size);
+        munmap(mem, (size_t)size);
+        return NULL;
     }
     mprotect(mem, (size_t)size, PROT_READ); /* as a mapping of the file: weights are never written */
     return mem;

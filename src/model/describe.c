@@ -7,6 +7,7 @@
 #include "io/hfconfig.h"
 #include "io/safetensors.h"
 #include "llava.h"
+#include "model/model.h"
 #include "tensor/quant.h"
 
 /* The weights a tensor holds, and under which name its format goes: a U8 [G, B, S] tensor is a
@@ -23,36 +24,26 @@ static int64_t tensor_params(const st_tensor *t, const char **format) {
     return t->numel;
 }
 
-llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, llava_error *err) {
+void llava_model_describe_open(const hf_llava_config *c, const st_set *s, llava_model_desc *out) {
     memset(out, 0, sizeof *out);
-    if (!model_dir || !model_dir[0]) return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model folder: not set");
-    char config_path[4096];
-    if (snprintf(config_path, sizeof config_path, "%s/config.json", model_dir) >= (int)sizeof config_path)
-        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model folder: path too long");
-    hf_llava_config c;
-    llava_status st = hf_llava_config_load(config_path, &c, err);
-    if (st != LLAVA_OK) return st;
-    st_set *s = NULL;
-    if ((st = st_set_open(model_dir, &s, err)) != LLAVA_OK) return st;
-
     /* the format holding the most weights names the checkpoint's */
     static const char *const formats[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
-    int64_t by_format[5] = {0};
+    enum { N_FORMATS = sizeof formats / sizeof formats[0] };
+    int64_t by_format[N_FORMATS] = {0};
     for (size_t i = 0; i < st_set_count(s); i++) {
         const char *f = NULL;
         int64_t n = tensor_params(st_set_tensor(s, i), &f);
         out->n_params += n;
-        for (int k = 0; k < 5; k++)
+        for (int k = 0; k < N_FORMATS; k++)
             if (!strcmp(f, formats[k])) by_format[k] += n;
     }
-    st_set_close(s);
     int best = 1;
-    for (int k = 0; k < 5; k++)
+    for (int k = 0; k < N_FORMATS; k++)
         if (by_format[k] > by_format[best]) best = k;
     snprintf(out->dtype, sizeof out->dtype, "%s", formats[best]);
 
-    const hf_text_config *t = &c.text;
-    const hf_vision_config *v = &c.vision;
+    const hf_text_config *t = &c->text;
+    const hf_vision_config *v = &c->vision;
     snprintf(out->text_model_type, sizeof out->text_model_type, "%s", t->model_type);
     out->context_length = t->max_position_embeddings;
     out->hidden_size = t->hidden_size;
@@ -66,6 +57,21 @@ llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, 
     out->image_size = v->image_size;
     out->patch_size = v->patch_size;
     int side = v->image_size / v->patch_size;
-    out->image_tokens = side * side + (c.select_full ? 1 : 0);
+    out->image_tokens = side * side + (c->select_full ? 1 : 0);
+}
+
+llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, llava_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!model_dir || !model_dir[0]) return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model folder: not set");
+    char config_path[4096];
+    if (snprintf(config_path, sizeof config_path, "%s/config.json", model_dir) >= (int)sizeof config_path)
+        return llava_error_set(err, LLAVA_ERR_INVALID_ARGUMENT, "model folder: path too long");
+    hf_llava_config c;
+    llava_status st = hf_llava_config_load(config_path, &c, err);
+    if (st != LLAVA_OK) return st;
+    st_set *s = NULL;
+    if ((st = st_set_open(model_dir, &s, err)) != LLAVA_OK) return st;
+    llava_model_describe_open(&c, s, out);
+    st_set_close(s);
     return LLAVA_OK;
 }

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "io/hfconfig.h"
+#include "io/safetensors.h"
 #include "text/sampler.h"
 #include "text/template.h"
 
@@ -208,6 +209,10 @@ typedef struct llava_trace {
 
 /* Rows of vision_features per image: N, or N + 1 for the "full" strategy. */
 int llava_model_feature_rows(const llava_model *m);
+
+/* llava_model_describe on a config and a set of files already opened (by `llava info`, which
+ * reads both for its own lines as well). */
+void llava_model_describe_open(const hf_llava_config *c, const st_set *s, llava_model_desc *out);
 
 /* Runs only the vision tower and projector over the request's images (no decoder, no cache
  * change): image_features [n_images, N, Dt] if not NULL. For benchmarks of the image encoder

@@ -174,26 +174,24 @@ void tensor_pool_destroy(tensor_pool *p) {
 
 int tensor_pool_threads(const tensor_pool *p) { return p ? p->n_threads : 1; }
 
-void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
-    if (!p || ith < 0 || ith >= p->n_threads) return NULL;
-    if (p->scratch_bytes[ith] >= bytes) return p->scratch[ith];
+/* *buf with at least `bytes`: kept if large enough, else replaced (its content is not kept). */
+static void *grown(void **buf, size_t *have, size_t bytes) {
+    if (*have >= bytes) return *buf;
     void *m = tensor_alloc(bytes);
     if (!m) return NULL;
-    free(p->scratch[ith]);
-    p->scratch[ith] = m;
-    p->scratch_bytes[ith] = bytes;
+    free(*buf);
+    *buf = m;
+    *have = bytes;
     return m;
 }
 
+void *tensor_pool_scratch(tensor_pool *p, int ith, size_t bytes) {
+    if (!p || ith < 0 || ith >= p->n_threads) return NULL;
+    return grown(&p->scratch[ith], &p->scratch_bytes[ith], bytes);
+}
+
 void *tensor_pool_shared_scratch(tensor_pool *p, size_t bytes) {
-    if (!p) return NULL;
-    if (p->shared_bytes >= bytes) return p->shared;
-    void *m = tensor_alloc(bytes);
-    if (!m) return NULL;
-    free(p->shared);
-    p->shared = m;
-    p->shared_bytes = bytes;
-    return m;
+    return p ? grown(&p->shared, &p->shared_bytes, bytes) : NULL;
 }
 
 void tensor_pool_run(tensor_pool *p, void (*fn)(void *ctx, int ith, int nth), void *ctx) {
