@@ -51,9 +51,9 @@ const char *llava_status_name(llava_status status);
 const char *llava_version(void);
 
 /* ------------------------------------------------------------------------------------------ */
-/* A checkpoint folder described without reading its weights: config.json and the safetensors */
-/* headers only (milliseconds even for a 14 GB checkpoint), with the same checks as a load's   */
-/* first step. For model lists and `/api/show`. Any thread.                                    */
+/* A checkpoint folder described without reading its weights: config.json, the safetensors     */
+/* headers and the chat template's file only (milliseconds even for a 14 GB checkpoint), with  */
+/* the same checks as a load's first step. For model lists and `/api/show`. Any thread.        */
 
 typedef struct llava_model_desc {
     char text_model_type[16];  /* text_config.model_type: "llama", "mistral" */
@@ -65,6 +65,11 @@ typedef struct llava_model_desc {
     int hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size, vocab_size;
     int vision_hidden_size, vision_layers, image_size, patch_size;
     int image_tokens;          /* positions one image takes in the prompt */
+    char chat_template[16];    /* the template conversations are rendered with: "llava"
+                                * (llava-1.5), "vicuna", "mistral" or "chatml" */
+    char chat_template_source[24]; /* the file it was recognised in ("tokenizer_config.json",
+                                    * "chat_template.json", "chat_template.jinja"); "" when the
+                                    * folder has none and the text model's type chose it */
 } llava_model_desc;
 
 llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, llava_error *err);

@@ -63,7 +63,7 @@ for case in ("tiny-f32", "small-f16", "tiny-bf16-gelu"):
         counts[v["dtype"]] = counts.get(v["dtype"], 0) + 1
     check(info["dtypes"] == counts, f"{case}: dtypes {info['dtypes']} != {counts}")
     check(info["shards"] == 1, f"{case}: shards")
-    check(info["template"]["kind"] == "llava-1.5", f"{case}: template {info['template']}")
+    check(info["template"] == {"kind": "llava", "source": "chat_template.json"}, f"{case}: template {info['template']}")
 
     rc, out, err = run("-m", model)
     tokens = (sv["image_size"] // sv["patch_size"]) ** 2
@@ -87,6 +87,49 @@ with tempfile.TemporaryDirectory() as tmp:
     json.dump(cfg, open(os.path.join(tmp, "config.json"), "w"))
     rc, out, err = run("-m", tmp)
     check(rc == 1 and "config.json" in err and "text_config.num_key_value_heads" in err, f"bad config: {rc} {err}")
+
+# the chat template: the one the engine renders with, found where the tokenizer finds it
+with tempfile.TemporaryDirectory() as tmp:
+    src = os.path.join(FIX, "tiny-f32", "model")
+    for f in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(src, f), tmp)
+
+    def template_of(files):
+        for name in ("tokenizer_config.json", "chat_template.json", "chat_template.jinja"):
+            path = os.path.join(tmp, name)
+            if os.path.exists(path):
+                os.remove(path)
+        for name, text in files.items():
+            with open(os.path.join(tmp, name), "w") as f:
+                f.write(text)
+        rc, out, err = run("-m", tmp, "--json")
+        return rc, (json.loads(out)["template"] if rc == 0 else err)
+
+    mistral = "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}"
+    chatml = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>{% endfor %}"
+    vicuna = "A chat between a curious human and an artificial intelligence assistant. {{ messages }}"
+    cases = [
+        # model_max_length as a huge integer, as real tokenizer_config.json files write it
+        ({"tokenizer_config.json": '{"model_max_length": 1000000000000000019884624838656, "chat_template": '
+          + json.dumps(mistral) + "}"}, {"kind": "mistral", "source": "tokenizer_config.json"}),
+        ({"tokenizer_config.json": json.dumps({"chat_template": [{"name": "tool_use", "template": mistral},
+                                                                 {"name": "default", "template": chatml}]})},
+         {"kind": "chatml", "source": "tokenizer_config.json"}),
+        ({"tokenizer_config.json": "{}", "chat_template.jinja": vicuna,
+          "chat_template.json": json.dumps({"chat_template": mistral})},
+         {"kind": "vicuna", "source": "chat_template.jinja"}),
+        ({}, {"kind": "llava", "source": None}),
+    ]
+    for files, want in cases:
+        rc, got = template_of(files)
+        check(rc == 0 and got == want, f"template of {list(files)}: {rc} {got}, want {want}")
+    rc, out, err = run("-m", tmp)
+    check(rc == 0 and "no chat_template: chosen by the text model type" in out, f"text output without template: {out}")
+    rc, got = template_of({"tokenizer_config.json": '{"chat_template": 3}'})
+    check(rc == 1 and "tokenizer_config.json" in got and "chat_template must be a string or a list" in got,
+          f"bad chat_template: {rc} {got}")
+    rc, got = template_of({"tokenizer_config.json": '{"chat_template": '})
+    check(rc == 1 and "tokenizer_config.json" in got and "invalid JSON" in got, f"broken tokenizer_config.json: {rc} {got}")
 
     cfg["text_config"]["num_key_value_heads"] = 2
     json.dump(cfg, open(os.path.join(tmp, "config.json"), "w"))

@@ -205,6 +205,9 @@ def test_lists_health_metrics():
             check(r["projector_info"]["clip.vision.image_size"] == vision["image_size"] and
                   r["projector_info"]["clip.vision.patch_size"] == vision["patch_size"], r["projector_info"])
             check(r["capabilities"] == ["completion", "vision"], r["capabilities"])
+            # the fixture's chat_template.json is llava-1.5's: the same template in Ollama's syntax
+            check(r["template"].startswith("{{ range .Messages }}") and "USER: " in r["template"] and
+                  r["template"].endswith("ASSISTANT:"), r["template"])
             check(r["details"]["quantization_level"] == "F32" and r["details"]["parameter_size"], r["details"])
         st, body = srv.curl("{base}/api/show", "-d", '{"model": "other"}')
         check(st == 404 and "not found" in json.loads(body)["error"], body)

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "llava.h"
 #include "model/model.h"
+#include "text/tokenizer.h"
 
 #define INFO_JSON_MAX_BYTES (32u << 20)
 
@@ -24,62 +25,13 @@ static void usage(FILE *out) {
             "  --json   print one JSON object instead of text\n");
 }
 
-/* What the chat template looks like: the first of tokenizer_config.json's "chat_template",
- * chat_template.json's, or chat_template.jinja. LLaVA-1.5's prompt is "USER: ... ASSISTANT:". */
-typedef struct template_hint {
-    char source[64];     /* file it came from, "" if none */
-    const char *kind;    /* "llava-1.5" or "custom" */
-    const char *text;    /* human-readable description */
-} template_hint;
-
-static int template_text_kind(const char *t, template_hint *h, const char *source) {
-    snprintf(h->source, sizeof h->source, "%s", source);
-    if (strstr(t, "USER:") || strstr(t, "ASSISTANT:")) {
-        h->kind = "llava-1.5";
-        h->text = "llava-1.5 (USER/ASSISTANT)";
-    } else {
-        h->kind = "custom";
-        h->text = "custom chat_template";
-    }
-    return 1;
-}
-
-/* chat_template as a string, or the newer list of {"name", "template"} (the "default" one). */
-static const char *template_of(const json_t *v) {
-    if (json_is_string(v)) return json_string_value(v);
-    if (!json_is_array(v)) return NULL;
-    size_t i;
-    const json_t *e;
-    const char *first = NULL;
-    json_array_foreach(v, i, e) {
-        const json_t *t = json_object_get(e, "template"), *n = json_object_get(e, "name");
-        if (!json_is_string(t)) continue;
-        if (!first) first = json_string_value(t);
-        if (json_is_string(n) && !strcmp(json_string_value(n), "default")) return json_string_value(t);
-    }
-    return first;
-}
-
-static void find_template(const char *dir, template_hint *h) {
-    h->source[0] = '\0';
-    h->kind = "llava-1.5";
-    h->text = "llava-1.5 (USER/ASSISTANT), no chat_template in the folder";
-    const char *json_files[] = {"tokenizer_config.json", "chat_template.json"};
-    char path[4096];
-    for (int i = 0; i < 2; i++) {
-        if (llava_path_join(path, sizeof path, dir, json_files[i]) != 0 || !llava_file_exists(path)) continue;
-        json_t *root = llava_json_load_file(path, INFO_JSON_MAX_BYTES, true, NULL);
-        const char *t = root ? template_of(json_object_get(root, "chat_template")) : NULL;
-        int found = t ? template_text_kind(t, h, json_files[i]) : 0;
-        json_decref(root);
-        if (found) return;
-    }
-    char *text = NULL;
-    if (llava_path_join(path, sizeof path, dir, "chat_template.jinja") == 0 && llava_file_exists(path) &&
-        llava_read_file(path, INFO_JSON_MAX_BYTES, &text, NULL, NULL) == LLAVA_OK) {
-        template_text_kind(text, h, "chat_template.jinja");
-        free(text);
-    }
+/* What each template the engine renders looks like, for the text output. */
+static const char *template_look(const char *kind) {
+    if (!strcmp(kind, "llava")) return "llava-1.5: USER: ... ASSISTANT:";
+    if (!strcmp(kind, "vicuna")) return "Vicuna v1: its system prompt, USER: ... ASSISTANT: ...</s>";
+    if (!strcmp(kind, "mistral")) return "Mistral: [INST] ... [/INST]";
+    if (!strcmp(kind, "chatml")) return "ChatML: <|im_start|>role ... <|im_end|>";
+    return "?";
 }
 
 /* The first entry of config.json's "architectures", or "?" */
@@ -108,7 +60,7 @@ static const char *rope_scaling_name(hf_rope_scaling r) {
 }
 
 static int print_json(const char *dir, const char *arch, const hf_llava_config *c, const st_set *s,
-                      const size_t *dtype_counts, const template_hint *th, int image_tokens,
+                      const size_t *dtype_counts, int image_tokens,
                       const llava_model_desc *desc) {
     const hf_text_config *t = &c->text;
     const hf_vision_config *v = &c->vision;
@@ -136,8 +88,8 @@ static int print_json(const char *dir, const char *arch, const hf_llava_config *
         c->vision_feature_layer, "vision_feature_select_strategy", c->select_full ? "full" : "default",
         "image_size", v->image_size, "image_tokens", image_tokens, "dtypes", dtypes, "tensors",
         (json_int_t)st_set_count(s), "total_bytes", (json_int_t)st_set_total_bytes(s), "shards",
-        (json_int_t)st_set_file_count(s), "template", "kind", th->kind, "source",
-        th->source[0] ? th->source : NULL);
+        (json_int_t)st_set_file_count(s), "template", "kind", desc->chat_template, "source",
+        desc->chat_template_source[0] ? desc->chat_template_source : NULL);
     if (!o) return cli_fail("info: cannot build the JSON output");
     json_object_set_new(o, "image_token_index", json_integer(c->image_token_index));
     json_object_set_new(o, "parameters", json_integer((json_int_t)desc->n_params));
@@ -151,7 +103,7 @@ static int print_json(const char *dir, const char *arch, const hf_llava_config *
 }
 
 static void print_text(const char *dir, const char *arch, const hf_llava_config *c, const st_set *s,
-                       const size_t *dtype_counts, const template_hint *th, int image_tokens,
+                       const size_t *dtype_counts, int image_tokens,
                        const llava_model_desc *desc) {
     const hf_text_config *t = &c->text;
     const hf_vision_config *v = &c->vision;
@@ -184,7 +136,9 @@ static void print_text(const char *dir, const char *arch, const hf_llava_config 
         sep = ", ";
     }
     printf("\nparameters    %lld (%.2f B), mostly %s\n", (long long)desc->n_params, (double)desc->n_params * 1e-9, desc->dtype);
-    printf("template      %s%s%s\n", th->text, th->source[0] ? " from " : "", th->source);
+    printf("template      %s (%s), ", desc->chat_template, template_look(desc->chat_template));
+    if (desc->chat_template_source[0]) printf("recognised in %s\n", desc->chat_template_source);
+    else printf("the folder has no chat_template: chosen by the text model type (%s)\n", t->model_type);
 }
 
 int cmd_info(int argc, char **argv) {
@@ -221,17 +175,22 @@ int cmd_info(int argc, char **argv) {
     architecture(config_path, arch, sizeof arch);
     size_t dtype_counts[LLAVA_DTYPE_COUNT] = {0};
     for (size_t i = 0; i < st_set_count(s); i++) dtype_counts[st_set_tensor(s, i)->dtype]++;
-    template_hint th;
-    find_template(dir, &th);
-    /* the parameter count and image tokens the server's /api/show gives */
+    /* the parameter count, image tokens and template the server's /api/show gives */
+    char *tmpl = NULL;
+    const char *tmpl_source = NULL;
+    if (tokenizer_find_chat_template(dir, &tmpl, &tmpl_source, &err) != LLAVA_OK) {
+        st_set_close(s);
+        return cli_fail("%s", err.message);
+    }
     llava_model_desc desc;
-    llava_model_describe_open(&c, s, &desc);
+    llava_model_describe_open(&c, s, tmpl, tmpl_source, &desc);
+    free(tmpl);
     int image_tokens = desc.image_tokens;
     int rc = 0;
     if (as_json)
-        rc = print_json(dir, arch, &c, s, dtype_counts, &th, image_tokens, &desc);
+        rc = print_json(dir, arch, &c, s, dtype_counts, image_tokens, &desc);
     else
-        print_text(dir, arch, &c, s, dtype_counts, &th, image_tokens, &desc);
+        print_text(dir, arch, &c, s, dtype_counts, image_tokens, &desc);
     st_set_close(s);
     return rc;
 }

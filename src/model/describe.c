@@ -1,6 +1,7 @@
-/* llava_model_describe: what a checkpoint folder holds, from its config and safetensors headers
- * (the files are opened, their headers validated, no weight is read). */
+/* llava_model_describe: what a checkpoint folder holds, from its config, safetensors headers and
+ * chat template (the files are opened, their headers validated, no weight is read). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/error.h"
@@ -9,6 +10,8 @@
 #include "llava.h"
 #include "model/model.h"
 #include "tensor/quant.h"
+#include "text/template.h"
+#include "text/tokenizer.h"
 
 /* The weights a tensor holds, and under which name its format goes: a U8 [G, B, S] tensor is a
  * matrix of 16·G rows and 32·B columns in the blocks of `llava quantize` (S tells which). */
@@ -24,7 +27,8 @@ static int64_t tensor_params(const st_tensor *t, const char **format) {
     return t->numel;
 }
 
-void llava_model_describe_open(const hf_llava_config *c, const st_set *s, llava_model_desc *out) {
+void llava_model_describe_open(const hf_llava_config *c, const st_set *s, const char *chat_template,
+                               const char *chat_template_source, llava_model_desc *out) {
     memset(out, 0, sizeof *out);
     /* the format holding the most weights names the checkpoint's */
     static const char *const formats[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0"};
@@ -58,6 +62,11 @@ void llava_model_describe_open(const hf_llava_config *c, const st_set *s, llava_
     out->patch_size = v->patch_size;
     int side = v->image_size / v->patch_size;
     out->image_tokens = side * side + (c->select_full ? 1 : 0);
+    /* the engine's own choice (model.c), from the same text */
+    snprintf(out->chat_template, sizeof out->chat_template, "%s",
+             template_name(template_detect(chat_template, t->model_type)));
+    snprintf(out->chat_template_source, sizeof out->chat_template_source, "%s",
+             chat_template && chat_template_source ? chat_template_source : "");
 }
 
 llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, llava_error *err) {
@@ -69,9 +78,16 @@ llava_status llava_model_describe(const char *model_dir, llava_model_desc *out, 
     hf_llava_config c;
     llava_status st = hf_llava_config_load(config_path, &c, err);
     if (st != LLAVA_OK) return st;
+    char *tmpl = NULL;
+    const char *source = NULL;
+    if ((st = tokenizer_find_chat_template(model_dir, &tmpl, &source, err)) != LLAVA_OK) return st;
     st_set *s = NULL;
-    if ((st = st_set_open(model_dir, &s, err)) != LLAVA_OK) return st;
-    llava_model_describe_open(&c, s, out);
+    if ((st = st_set_open(model_dir, &s, err)) != LLAVA_OK) {
+        free(tmpl);
+        return st;
+    }
+    llava_model_describe_open(&c, s, tmpl, source, out);
     st_set_close(s);
+    free(tmpl);
     return LLAVA_OK;
 }

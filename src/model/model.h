@@ -211,8 +211,10 @@ typedef struct llava_trace {
 int llava_model_feature_rows(const llava_model *m);
 
 /* llava_model_describe on a config and a set of files already opened (by `llava info`, which
- * reads both for its own lines as well). */
-void llava_model_describe_open(const hf_llava_config *c, const st_set *s, llava_model_desc *out);
+ * reads both for its own lines as well), with the chat template's text (NULL: the folder has
+ * none) and the file it came from. */
+void llava_model_describe_open(const hf_llava_config *c, const st_set *s, const char *chat_template,
+                               const char *chat_template_source, llava_model_desc *out);
 
 /* Runs only the vision tower and projector over the request's images (no decoder, no cache
  * change): image_features [n_images, N, Dt] if not NULL. For benchmarks of the image encoder

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "server/internal.h"
+#include "text/template.h"
 
 #define CONFIG_MAX_BYTES (1 << 20)
 
@@ -394,7 +395,10 @@ void srv_handle_ollama_show(srv_server *s, struct evhttp_request *req) {
     json_object_set_new(o, "modelfile", json_string(modelfile));
     /* the sampling defaults /api/chat and /api/generate apply (Ollama's) */
     json_object_set_new(o, "parameters", json_string("temperature 0.8\ntop_k 40\ntop_p 0.9"));
-    json_object_set_new(o, "template", json_string(""));
+    /* the engine's template in Ollama's syntax: what a conversation becomes (text/template.c) */
+    template_kind kind;
+    json_object_set_new(o, "template",
+                        json_string(template_from_name(d->chat_template, &kind) == 0 ? template_go_text(kind) : ""));
     json_object_set_new(o, "details", ollama_details(s));
     json_object_set_new(o, "model_info", info);
     json_object_set_new(o, "projector_info", proj);

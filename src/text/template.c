@@ -6,9 +6,10 @@
 #include <string.h>
 
 /* LLaVA's Vicuna v1 conversation (conv_vicuna_v1 / conv_llava_v1). */
-static const char VICUNA_SYSTEM[] =
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions.";
+#define VICUNA_SYSTEM_TEXT                                                                            \
+    "A chat between a curious human and an artificial intelligence assistant. "                      \
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+static const char VICUNA_SYSTEM[] = VICUNA_SYSTEM_TEXT;
 
 static const char *const NAMES[TEMPLATE_COUNT] = {"llava", "vicuna", "mistral", "chatml"};
 
@@ -24,6 +25,25 @@ int template_from_name(const char *name, template_kind *out) {
         return 0;
     }
     return -1;
+}
+
+/* Each template in Ollama's Go template syntax: the same text for a conversation of plain text
+ * messages (Ollama places images itself). Multiple system messages: Ollama's .System joins them,
+ * where vicuna and mistral here take the last. */
+static const char *const GO_TEXTS[TEMPLATE_COUNT] = {
+    "{{ range .Messages }}{{ if eq .Role \"user\" }}USER: {{ else if eq .Role \"assistant\" }}ASSISTANT: "
+    "{{ end }}{{ .Content }} {{ end }}ASSISTANT:",
+    "{{ if .System }}{{ .System }}{{ else }}" VICUNA_SYSTEM_TEXT "{{ end }} "
+    "{{ range .Messages }}{{ if eq .Role \"user\" }}USER: {{ .Content }} {{ else if eq .Role \"assistant\" }}"
+    "ASSISTANT: {{ .Content }}</s>{{ end }}{{ end }}ASSISTANT:",
+    "{{ $first := true }}{{ range .Messages }}{{ if eq .Role \"user\" }}[INST] {{ if and $first $.System }}"
+    "{{ $.System }}\n\n{{ end }}{{ $first = false }}{{ .Content }} [/INST]{{ else if eq .Role \"assistant\" }}"
+    " {{ .Content }}</s>{{ end }}{{ end }}",
+    "{{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+};
+
+const char *template_go_text(template_kind kind) {
+    return kind >= 0 && kind < TEMPLATE_COUNT ? GO_TEXTS[kind] : "";
 }
 
 const char *template_name(template_kind kind) {

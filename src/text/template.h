@@ -31,6 +31,8 @@ typedef struct template_message {
 /* "llava" (also "llava-1.5"), "vicuna", "mistral", "chatml" -> kind; -1 if unknown. */
 int template_from_name(const char *name, template_kind *out);
 const char *template_name(template_kind kind);
+/* The template in Ollama's Go template syntax (its /api/show "template"); "" for an unknown kind. */
+const char *template_go_text(template_kind kind);
 
 /* Picks the template a checkpoint expects: from its chat template text (tokenizer_config.json's
  * chat_template or chat_template.json; may be NULL), else from the text model type ("mistral"

@@ -168,6 +168,23 @@ fail:
     return L->err->code != LLAVA_OK ? L->err->code : LLAVA_ERR_FORMAT;
 }
 
+/* tokenizer_config.json's contents as a JSON object. Integers are read as reals: these files
+ * carry model_max_length values such as 1e30 written as integers, which jansson otherwise
+ * rejects, and no integer of this file is needed. */
+static json_t *load_config(const char *buf, size_t len, const char *what, llava_error *err) {
+    json_error_t je;
+    json_t *cfg = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
+    if (!cfg) {
+        llava_error_set(err, LLAVA_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s", what, je.line,
+                        je.column, je.text);
+    } else if (!json_is_object(cfg)) {
+        llava_error_set(err, LLAVA_ERR_FORMAT, "%s: the top level is not a JSON object", what);
+        json_decref(cfg);
+        cfg = NULL;
+    }
+    return cfg;
+}
+
 llava_status tokenizer_load_buffers(const char *tokenizer_json, size_t tokenizer_json_len,
                                     const char *config_json, size_t config_json_len,
                                     const char *what, tokenizer **out, llava_error *err) {
@@ -196,21 +213,9 @@ llava_status tokenizer_load_buffers(const char *tokenizer_json, size_t tokenizer
     }
     json_t *cfg = NULL;
     if (config_json) {
-        /* Integers are read as reals: tokenizer_config.json files carry model_max_length
-         * values such as 1e30 written as integers, which jansson otherwise rejects, and no
-         * integer of this file is needed. */
-        json_error_t je;
-        cfg = json_loadb(config_json, config_json_len,
-                         JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &je);
-        if (!cfg)
-            llava_error_set(err, LLAVA_ERR_FORMAT, "%s: invalid JSON at line %d, column %d: %s",
-                            config_what, je.line, je.column, je.text);
-        else if (!json_is_object(cfg))
-            llava_error_set(err, LLAVA_ERR_FORMAT, "%s: the top level is not a JSON object",
-                            config_what);
-        if (!cfg || !json_is_object(cfg)) {
+        cfg = load_config(config_json, config_json_len, config_what, err);
+        if (!cfg) {
             json_decref(root);
-            json_decref(cfg);
             tokenizer_free(L.tok);
             return err->code;
         }
@@ -226,15 +231,37 @@ llava_status tokenizer_load_buffers(const char *tokenizer_json, size_t tokenizer
     return LLAVA_OK;
 }
 
-/* A chat template from chat_template.jinja, or from chat_template.json's "chat_template". */
-static llava_status read_template_files(const char *dir, tokenizer *tok, llava_error *err) {
+int tokenizer_template_value(const json_t *v, const char **text) {
+    *text = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (json_is_string(v)) {
+        *text = json_string_value(v);
+        return 0;
+    }
+    if (!json_is_array(v)) return -1;
+    size_t i;
+    const json_t *e;
+    json_array_foreach(v, i, e) {
+        const json_t *name = json_object_get(e, "name"), *t = json_object_get(e, "template");
+        if (!json_is_string(t)) continue;
+        if (!*text) *text = json_string_value(t);
+        if (json_is_string(name) && !strcmp(json_string_value(name), "default")) {
+            *text = json_string_value(t);
+            break;
+        }
+    }
+    return 0;
+}
+
+/* A chat template from chat_template.jinja, or from chat_template.json's "chat_template";
+ * *text stays NULL when neither file is there. */
+static llava_status read_template_files(const char *dir, char **text, const char **source, llava_error *err) {
     char path[4096];
-    char *buf;
     size_t len;
     if (llava_path_join(path, sizeof path, dir, "chat_template.jinja") == 0 &&
         llava_file_exists(path)) {
-        if (llava_read_file(path, CHAT_TEMPLATE_MAX, &buf, &len, err) != LLAVA_OK) return err->code;
-        tok->chat_template = buf;
+        if (llava_read_file(path, CHAT_TEMPLATE_MAX, text, &len, err) != LLAVA_OK) return err->code;
+        *source = "chat_template.jinja";
         return LLAVA_OK;
     }
     if (llava_path_join(path, sizeof path, dir, "chat_template.json") == 0 &&
@@ -243,15 +270,46 @@ static llava_status read_template_files(const char *dir, tokenizer *tok, llava_e
         if (!j) return err->code;
         const json_t *t = json_object_get(j, "chat_template");
         bool present = t != NULL, is_string = t && json_is_string(t);
-        if (is_string) tok->chat_template = strdup(json_string_value(t));
+        if (is_string) *text = strdup(json_string_value(t));
         json_decref(j);
         if (present && !is_string)
             return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: chat_template must be a string",
                                    path);
-        if (present && !tok->chat_template)
+        if (present && !*text)
             return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory");
+        if (*text) *source = "chat_template.json";
     }
     return LLAVA_OK;
+}
+
+llava_status tokenizer_find_chat_template(const char *dir, char **text, const char **source, llava_error *err) {
+    llava_error local;
+    if (!err) err = &local;
+    *text = NULL;
+    *source = NULL;
+    char path[4096];
+    if (llava_path_join(path, sizeof path, dir, "tokenizer_config.json") == 0 && llava_file_exists(path)) {
+        char *buf;
+        size_t len;
+        if (llava_read_file(path, CONFIG_JSON_MAX, &buf, &len, err) != LLAVA_OK) return err->code;
+        json_t *cfg = load_config(buf, len, path, err);
+        free(buf);
+        if (!cfg) return err->code;
+        const char *t;
+        if (tokenizer_template_value(json_object_get(cfg, "chat_template"), &t) != 0) {
+            json_decref(cfg);
+            return llava_error_set(err, LLAVA_ERR_FORMAT, "%s: chat_template must be a string or a list", path);
+        }
+        if (t) {
+            *text = strdup(t);
+            json_decref(cfg);
+            if (!*text) return llava_error_set(err, LLAVA_ERR_NO_MEMORY, "out of memory");
+            *source = "tokenizer_config.json";
+            return LLAVA_OK;
+        }
+        json_decref(cfg);
+    }
+    return read_template_files(dir, text, source, err);
 }
 
 llava_status tokenizer_load(const char *path, tokenizer **out, llava_error *err) {
@@ -288,8 +346,9 @@ llava_status tokenizer_load(const char *path, tokenizer **out, llava_error *err)
     llava_status st = tokenizer_load_buffers(json, json_len, cfg, cfg_len, file, out, err);
     free(json);
     free(cfg);
+    const char *source;
     if (st == LLAVA_OK && !(*out)->chat_template &&
-        read_template_files(dir, *out, err) != LLAVA_OK) {
+        read_template_files(dir, &(*out)->chat_template, &source, err) != LLAVA_OK) {
         tokenizer_free(*out);
         *out = NULL;
         return err->code;

@@ -108,6 +108,18 @@ bool tokenizer_adds_eos(const tokenizer *tok);
 /* The chat template (Jinja source) from the model folder, or NULL. Valid while tok lives. */
 const char *tokenizer_chat_template(const tokenizer *tok);
 
+/* The chat template a folder gives, found as tokenizer_load finds it (tokenizer_config.json's
+ * "chat_template", else chat_template.jinja, else chat_template.json's), without loading the
+ * tokenizer: *text is a new string the caller frees, or NULL when the folder has none; *source
+ * names the file it came from (static). A malformed file is an error naming it. */
+llava_status tokenizer_find_chat_template(const char *dir, char **text, const char **source, llava_error *err);
+
+/* A "chat_template" value: a string, or a list of {"name", "template"} (the one named "default",
+ * else the first). 0 with *text pointing into v (NULL when v is absent, null or holds none);
+ * -1 when v is of another type. */
+struct json_t;
+int tokenizer_template_value(const struct json_t *v, const char **text);
+
 void tokenizer_ids_free(tokenizer_ids *ids);
 void tokenizer_text_free(tokenizer_text *text);
 

@@ -416,23 +416,8 @@ int tl_load_config_misc(loader *L, const json_t *cfg) {
     }
     tok->legacy = true;
     if (tl_get_bool_in(L, L->config_what, cfg, "legacy", NULL, &tok->legacy)) return -1;
-    const json_t *ct = json_object_get(cfg, "chat_template");
-    const char *tmpl = NULL;
-    if (ct && json_is_string(ct)) {
-        tmpl = json_string_value(ct);
-    } else if (ct && json_is_array(ct)) {
-        /* A list of named templates: the one named "default", else the first. */
-        size_t i;
-        json_t *e;
-        json_array_foreach(ct, i, e) {
-            const json_t *name = json_object_get(e, "name");
-            const json_t *t = json_object_get(e, "template");
-            if (!t || !json_is_string(t)) continue;
-            if (!tmpl) tmpl = json_string_value(t);
-            if (name && json_is_string(name) && !strcmp(json_string_value(name), "default"))
-                tmpl = json_string_value(t);
-        }
-    } else if (ct && !json_is_null(ct)) {
+    const char *tmpl;
+    if (tokenizer_template_value(json_object_get(cfg, "chat_template"), &tmpl) != 0) {
         llava_error_set(L->err, LLAVA_ERR_FORMAT, "%s: chat_template must be a string or a list",
                         L->config_what);
         return -1;
