@@ -177,7 +177,8 @@ static int run_shape(tensor_pool *pool, int threads, int rounds, int M, int N, i
 
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, rounds = argc > 2 ? atoi(argv[2]) : 9;
-    if (threads < 1 || threads > 256 || rounds < 1 || rounds > MAX_ROUNDS || (argc != 3 && argc != 6 && argc > 2)) {
+    /* THREADS, ROUNDS and M N K come in that order: 0, 1, 2 or 5 arguments */
+    if (threads < 1 || threads > 256 || rounds < 1 || rounds > MAX_ROUNDS || argc == 4 || argc == 5 || argc > 6) {
         fprintf(stderr, "usage: blas_products [THREADS] [ROUNDS (1-%d)] [M N K]\n", MAX_ROUNDS);
         return 2;
     }
