@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "base/dtype.h"
 #include "tensor/tensor.h"
 
@@ -49,17 +50,6 @@ static blas_lib libs[] = {
     {"BLIS", "libblis.so.4", "BLIS_ARCH_TYPE", "skx", "haswell", NULL, ""},
 };
 enum { N_LIBS = sizeof libs / sizeof libs[0] };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);

@@ -19,15 +19,10 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "model/internal.h"
 #include "tensor/quant.h"
 #include "tensor/tensor.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 enum { D = 4096, F = 11008, HEADS = 32, HD = 128 };
 
@@ -57,11 +52,6 @@ static double anon_huge_bytes(void) {
         if (sscanf(line, "AnonHugePages: %lf kB", &kb) == 1) break;
     if (f) fclose(f);
     return kb * 1024;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
 }
 
 static double products_pass(tensor_pool *pool, const char *q, size_t total, const size_t *offs,

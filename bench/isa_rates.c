@@ -15,17 +15,12 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tensor/quant.h"
 #include "tensor/tensor.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* 12 chains of one instruction on ZMM registers; returns the operations done (2 per
  * multiply-add). OPS: multiply-adds per instruction; B: the constant multiplicand. */

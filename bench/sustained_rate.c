@@ -17,21 +17,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
 
 enum { KCB = 256, TILES = 16, MAX_ROUNDS = 200 };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* The hot microkernel on every thread until the caller's deadline: each thread its own panels. */
 typedef struct hot_ctx {
