@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "base/dtype.h"
 #include "tensor/tensor.h"
@@ -137,13 +138,13 @@ static int run_shape(tensor_pool *pool, int threads, int rounds, int M, int N, i
             size_t c = next++ % copies;
             /* OpenBLAS's threads spin for a while after each call: let them settle first */
             usleep(200000);
-            double t0 = now_s();
+            double t0 = llava_now_s();
             if (v == 0) tensor_matmul(pool, y, x, wh + c * wn, LLAVA_DTYPE_F16, NULL, M, N, K);
             else if (v == 1) tensor_matmul(pool, y, x, wf + c * wn, LLAVA_DTYPE_F32, NULL, M, N, K);
             else
                 run_lib[v]->sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, CBLAS_TRANS, M, N, K, 1.0f, x, K, wf + c * wn, K,
                                   0.0f, y, N);
-            t[v][r] = now_s() - t0;
+            t[v][r] = llava_now_s() - t0;
             share[v][r] = probe[r] > 0 ? flops / t[v][r] / probe[r] : 0;
         }
         for (int v = 0; v < runs; v++) ratio[v][r] = t[0][r] / t[v][r];

@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "model/internal.h"
 #include "tensor/quant.h"
@@ -56,11 +57,11 @@ static double anon_huge_bytes(void) {
 
 static double products_pass(tensor_pool *pool, const char *q, size_t total, const size_t *offs,
                             const int (*shape)[2], int layers, tensor_qtype t, float *y, const float *x) {
-    double t0 = now_s();
+    double t0 = llava_now_s();
     for (int l = 0; l < layers; l++)
         for (int j = 0; j < 7; j++)
             tensor_matmul_q(pool, y, x, q + (size_t)l * total + offs[j], t, NULL, 1, shape[j][0], shape[j][1]);
-    return now_s() - t0;
+    return llava_now_s() - t0;
 }
 
 static int products(tensor_pool *pool, int layers, tensor_qtype t) {
@@ -144,7 +145,7 @@ static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_key
     const char *kc = k16 ? (const char *)k16 : (const char *)k, *vc = v16 ? (const char *)v16 : (const char *)v;
     double best = 1e30;
     for (int pass = 0; pass < 7; pass++) {
-        double t0 = now_s();
+        double t0 = llava_now_s();
         for (int l = 0; l < layers; l++) {
             attention_args a = {
                 .q = q, .ldq = dv, .k = kc + layer * l * es, .v = vc + layer * l * es,
@@ -156,7 +157,7 @@ static double attention_ms(tensor_pool *pool, llava_dtype kv, int n_q, int n_key
             };
             attention_run(pool, &a);
         }
-        double dt = now_s() - t0;
+        double dt = llava_now_s() - t0;
         if (dt < best) best = dt;
     }
     *scratch_bytes = per * sizeof(float);

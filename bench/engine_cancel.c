@@ -16,13 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "llava.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 typedef struct trial {
     llava_request_id id;
@@ -40,7 +35,7 @@ static int pump(llava_engine *e, trial *t, double until, int stop_after_tokens) 
         size_t n = llava_engine_poll(e, ev, 64);
         for (size_t i = 0; i < n; i++) {
             if (ev[i].request != t->id) continue;
-            double now = now_ms();
+            double now = llava_now_ms();
             if (ev[i].kind == LLAVA_EVENT_TOKEN && ev[i].token >= 0) {
                 if (t->tokens++ == 0) t->first_token_at = now;
                 t->last_token_at = now;
@@ -55,7 +50,7 @@ static int pump(llava_engine *e, trial *t, double until, int stop_after_tokens) 
             }
         }
         if (stop_after_tokens > 0 && t->tokens >= stop_after_tokens) return 0;
-        double left = until - now_ms();
+        double left = until - llava_now_ms();
         if (n == 0 && left <= 0) return 0;
         struct pollfd p = {.fd = llava_engine_fd(e), .events = POLLIN};
         if (n == 0) poll(&p, 1, left > 1000 ? 1000 : (int)left + 1);
@@ -69,7 +64,7 @@ static double wait_running(llava_engine *e) {
         llava_engine_metrics_get(e, &m);
         if (!m.running) usleep(200);
     } while (!m.running);
-    return now_ms();
+    return llava_now_ms();
 }
 
 static double uniform(unsigned *seed, double lo, double hi) {
@@ -121,7 +116,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine_cancel: %s\n", err.message);
         return 1;
     }
-    while (!pump(e, &base, now_ms() + 1000, 0)) {
+    while (!pump(e, &base, llava_now_ms() + 1000, 0)) {
     }
     if (base.end != LLAVA_EVENT_DONE) return 1;
     double image_ms = base.timings.image_ms, prefill_ms = base.timings.prefill_ms;
@@ -149,16 +144,16 @@ int main(int argc, char **argv) {
                 at = start + image_ms + uniform(&seed, 0.1, 0.9) * prefill_ms;
             } else {
                 /* some tokens in, then somewhere inside a step */
-                pump(e, &t, now_ms() + 600000, 2 + rand_r(&seed) % 3);
+                pump(e, &t, llava_now_ms() + 600000, 2 + rand_r(&seed) % 3);
                 at = t.last_token_at + uniform(&seed, 0.05, 0.95) * step_ms;
             }
             if (pump(e, &t, at, 0)) {
                 printf("  %s trial %d: ended before the cancel\n", phase_name[phase], r);
                 continue;
             }
-            double c0 = now_ms();
+            double c0 = llava_now_ms();
             llava_engine_cancel(e, t.id);
-            while (!pump(e, &t, now_ms() + 1000, 0)) {
+            while (!pump(e, &t, llava_now_ms() + 1000, 0)) {
             }
             double lat = t.ended_at - c0;
             if (t.end != LLAVA_EVENT_CANCELLED) {

@@ -18,14 +18,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "llava.h"
-
-static double now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
-}
 
 /* One call's latency and whether the thread blocked or was preempted during it. */
 typedef struct sample {
@@ -167,23 +162,23 @@ int main(int argc, char **argv) {
     sample *t_poll = malloc((size_t)calls * sizeof(sample));
     if (!t_submit || !t_cancel || !t_poll) return 1;
     int busy = 0, tokens_before = s.gen_tokens;
-    double start = now_us();
+    double start = 1e3 * llava_now_ms();
     for (int i = 0; i < calls; i++) {
         llava_request_id id = 0;
         long v0, i0, v1, i1, v2, i2, v3, i3;
         switches(&v0, &i0);
-        double t0 = now_us();
+        double t0 = 1e3 * llava_now_ms();
         llava_status st = llava_engine_submit(s.e, &small, &id, &err);
-        double t1 = now_us();
+        double t1 = 1e3 * llava_now_ms();
         switches(&v1, &i1);
         if (st != LLAVA_OK) busy++;
-        double t2 = now_us();
+        double t2 = 1e3 * llava_now_ms();
         llava_engine_cancel(s.e, id);
-        double t3 = now_us();
+        double t3 = 1e3 * llava_now_ms();
         switches(&v2, &i2);
-        double t4 = now_us();
+        double t4 = 1e3 * llava_now_ms();
         size_t n = llava_engine_poll(s.e, ev, 64);
-        double t5 = now_us();
+        double t5 = 1e3 * llava_now_ms();
         switches(&v3, &i3);
         t_submit[i] = (sample){t1 - t0, v1 - v0, i1 - i0};
         t_cancel[i] = (sample){t3 - t2, v2 - v1, i2 - i1};
@@ -192,7 +187,7 @@ int main(int argc, char **argv) {
         if (!s.gen_id) llava_engine_submit(s.e, &s.gen, &s.gen_id, &err); /* keep it busy */
         if (pause_us > 0) usleep((useconds_t)pause_us);
     }
-    double secs = (now_us() - start) / 1e6;
+    double secs = (1e3 * llava_now_ms() - start) / 1e6;
     int tokens = s.gen_tokens - tokens_before;
 
     printf("engine_latency: %d x (submit, cancel, poll) in %.3f s while the worker generated %d "

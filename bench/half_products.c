@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
@@ -36,15 +37,15 @@ int main(int argc, char **argv) {
         size_t ldc = (size_t)TENSOR_HNR_MAX * TILES;
         double best[2] = {1e9, 1e9};
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
+            double t0 = llava_now_s();
             for (int it = 0; it < ITERS; it++)
                 for (int t = 0; t < TILES; t++)
                     k->micro_half(KCB, a, b + (size_t)t * k->hnr * KCB, c + (size_t)t * k->hnr, ldc, un, 1);
-            double t1 = now_s();
+            double t1 = llava_now_s();
             for (int it = 0; it < ITERS; it++)
                 for (int t = 0; t < TILES * k->hnr / k->nr; t++)
                     k->micro(KCB, af, bf + (size_t)t * k->nr * KCB, c + (size_t)t * k->nr, ldc, 1);
-            double t2 = now_s();
+            double t2 = llava_now_s();
             best[0] = t1 - t0 < best[0] ? t1 - t0 : best[0];
             best[1] = t2 - t1 < best[1] ? t2 - t1 : best[1];
         }
@@ -71,11 +72,11 @@ int main(int argc, char **argv) {
         double best[3] = {1e9, 1e9, 1e9};
         for (int rep = 0; rep < 5; rep++)
             for (int v = 0; v < 3; v++) {
-                double t0 = now_s();
+                double t0 = llava_now_s();
                 if (v == 2) tensor_matmul_half_packed(pool, y, x, w, LLAVA_DTYPE_F16, panels, absmax, NULL, M, N, K);
                 else if (v == 1) tensor_matmul_half(pool, y, x, w, LLAVA_DTYPE_F16, absmax, NULL, M, N, K);
                 else tensor_matmul(pool, y, x, w, LLAVA_DTYPE_F16, NULL, M, N, K);
-                double dt = now_s() - t0;
+                double dt = llava_now_s() - t0;
                 if (dt < best[v]) best[v] = dt;
             }
         double flop = 2.0 * M * N * K;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "tensor/quant.h"
 #include "tensor/tensor.h"
@@ -58,9 +59,9 @@ static double subnormal_rate_flushed(long iters) {
 static double best_rate(double (*loop)(long), double seconds) {
     long iters = 1000;
     for (;;) { /* calibrate: one pass of about `seconds` */
-        double t0 = now_s();
+        double t0 = llava_now_s();
         loop(iters);
-        double dt = now_s() - t0;
+        double dt = llava_now_s() - t0;
         if (dt > seconds / 4 || iters > (1L << 40)) {
             iters = (long)((double)iters * seconds / (dt > 0 ? dt : 1e-9)) + 1;
             break;
@@ -69,9 +70,9 @@ static double best_rate(double (*loop)(long), double seconds) {
     }
     double best = 0;
     for (int pass = 0; pass < 5; pass++) {
-        double t0 = now_s();
+        double t0 = llava_now_s();
         double ops = loop(iters);
-        double rate = ops / (now_s() - t0);
+        double rate = ops / (llava_now_s() - t0);
         if (rate > best) best = rate;
     }
     return best;

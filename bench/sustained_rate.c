@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "bench_util.h"
 #include "tensor/kernels.h"
 #include "tensor/tensor.h"
@@ -46,7 +47,7 @@ static void hot_slice(void *ctx, int ith, int nth) {
     memset(c, 0, sizeof(float) * TENSOR_MR_MAX * TENSOR_NR_MAX * TILES);
     long long done = 0;
     size_t ldc = (size_t)k->nr * TILES;
-    while (now_s() < h->until) {
+    while (llava_now_s() < h->until) {
         for (int t = 0; t < TILES; t++)
             k->micro(KCB, a, b + (size_t)t * k->nr * KCB, c + (size_t)t * k->nr, ldc, 1);
         done += TILES;
@@ -87,17 +88,17 @@ int main(int argc, char **argv) {
            tensor_isa_name(tensor_isa_active()), M, N, K, copies);
     printf("round  hot microkernel  product  product / hot\n");
     for (int r = 0; r < rounds; r++) {
-        hot_ctx h = {.until = now_s() + 0.5};
+        hot_ctx h = {.until = llava_now_s() + 0.5};
         atomic_init(&h.tiles, 0);
-        double t0 = now_s();
+        double t0 = llava_now_s();
         tensor_pool_run(pool, hot_slice, &h);
-        hot[r] = (double)atomic_load(&h.tiles) * tile_flops / (now_s() - t0);
-        double p0 = now_s(), spent = 0;
+        hot[r] = (double)atomic_load(&h.tiles) * tile_flops / (llava_now_s() - t0);
+        double p0 = llava_now_s(), spent = 0;
         int n = 0;
         do {
             tensor_matmul(pool, y, x, w + (next++ % copies) * wn, LLAVA_DTYPE_F16, NULL, M, N, K);
             n++;
-            spent = now_s() - p0;
+            spent = llava_now_s() - p0;
         } while (spent < 0.5);
         prod[r] = flops * n / spent;
         rel[r] = prod[r] / hot[r];

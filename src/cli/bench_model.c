@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "cli/cli.h"
 #include "io/safetensors.h"
 #include "model/model.h"
@@ -47,12 +48,6 @@ static const char BENCH_MODEL_USAGE[] =
     "                           projector): the text model's weights are never read\n"
     "      --no-probe           skip the bandwidth / peak-rate probes (no floors)\n"
     "      --json               one JSON object on stdout\n";
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + 1e-6 * (double)ts.tv_nsec;
-}
 
 static int parse_int(const char *s, const char *what, long lo, long hi, int *out) {
     char *end;
@@ -231,10 +226,10 @@ static int prepare_request(llava_model *m, const bench_opts *o, const uint8_t *r
     }
     llava_prepare_options po = {.raw = true, .max_tokens = o->gen_tokens};
     llava_error err;
-    double t0 = now_ms();
+    double t0 = llava_now_ms();
     if (llava_prepare(m, &msg, 1, &img, 1, &po, out, &err) != LLAVA_OK)
         return cli_fail("bench: %s", err.message);
-    *ms = now_ms() - t0;
+    *ms = llava_now_ms() - t0;
     llava_prepared *p = *out;
     int n = (info.bos_id >= 0) + 1 + o->prompt_tokens;
     int32_t *ids = malloc((size_t)n * sizeof *ids);
@@ -261,7 +256,7 @@ static int prepare_request(llava_model *m, const bench_opts *o, const uint8_t *r
 
 static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const uint8_t *rgb,
                     int w, int h, run_times *t) {
-    double w0 = now_ms(), c0 = cpu_ms();
+    double w0 = llava_now_ms(), c0 = cpu_ms();
     llava_prepared *p = NULL;
     if (prepare_request(m, o, rgb, w, h, &p, &t->preprocess_ms)) {
         llava_prepared_free(p);
@@ -269,12 +264,12 @@ static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const
     }
     llava_error err;
     if (o->vision_only) {
-        double i0 = now_ms();
+        double i0 = llava_now_ms();
         llava_status st = llava_encode_images(s, p, NULL, NULL, &err);
         llava_prepared_free(p);
         if (st != LLAVA_OK) return cli_fail("bench: %s", err.message);
-        t->image_ms = now_ms() - i0;
-        t->wall_ms = now_ms() - w0;
+        t->image_ms = llava_now_ms() - i0;
+        t->wall_ms = llava_now_ms() - w0;
         t->cpu_ms = cpu_ms() - c0;
         return 0;
     }
@@ -286,7 +281,7 @@ static int run_once(llava_model *m, llava_session *s, const bench_opts *o, const
     llava_status st = llava_generate(s, p, &gp, NULL, &r, &err);
     llava_prepared_free(p);
     if (st != LLAVA_OK) return cli_fail("bench: %s", err.message);
-    t->wall_ms = now_ms() - w0;
+    t->wall_ms = llava_now_ms() - w0;
     t->cpu_ms = cpu_ms() - c0;
     t->image_ms = r.image_ms;
     t->prefill_ms = r.prefill_ms;
@@ -533,12 +528,12 @@ int bench_model(int argc, char **argv) {
     llava_model *m = NULL;
     llava_session *s = NULL;
     llava_error err;
-    double t0 = now_ms();
+    double t0 = llava_now_ms();
     if (llava_model_load(o.dir, &mo, &m, &err) != LLAVA_OK) {
         free(rgb);
         return cli_fail("bench: %s", err.message);
     }
-    r.load_ms = now_ms() - t0;
+    r.load_ms = llava_now_ms() - t0;
     if (llava_session_create(m, &s, &err) != LLAVA_OK) {
         llava_model_free(m);
         free(rgb);

@@ -7,15 +7,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/dtype.h"
 #include "cli/cli.h"
 #include "tensor/tensor.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* CPU time of the whole process (all its threads). */
 static double cpu_s(void) {
@@ -94,11 +89,11 @@ static void time_product(kernel_bench *b, const uint16_t *arena, size_t arena_el
     tensor_matmul(pool, y, x, arena, t, NULL, M, N, K); /* warm-up: pages, pool threads */
     for (int r = 0; r < reps; r++) {
         int calls = 0;
-        double t0 = now_s(), c0 = cpu_s(), dt;
+        double t0 = llava_now_s(), c0 = cpu_s(), dt;
         do {
             tensor_matmul(pool, y, x, arena + (c++ % copies) * per, t, NULL, M, N, K);
             calls++;
-            dt = now_s() - t0;
+            dt = llava_now_s() - t0;
         } while (dt < min_time && calls < 1000);
         if (dt / calls < best) {
             best = dt / calls;
@@ -222,9 +217,9 @@ static int bench_kernels(int argc, char **argv) {
     /* The pool's own cost: an empty function run on every thread, best batch of 1000. */
     b.pool_empty_us = INFINITY;
     for (int batch = 0; batch < 20; batch++) {
-        double t0 = now_s();
+        double t0 = llava_now_s();
         for (int i = 0; i < 1000; i++) tensor_pool_run(b.pool, empty_slice, NULL);
-        double us = (now_s() - t0) / 1000 * 1e6;
+        double us = (llava_now_s() - t0) / 1000 * 1e6;
         if (us < b.pool_empty_us) b.pool_empty_us = us;
     }
 

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "cli/cli.h"
 #include "io/safetensors.h"
 #include "tensor/quant.h"
@@ -241,8 +242,7 @@ int cmd_quantize(int argc, char **argv) {
     json_t *weight_map = indexed ? json_object() : NULL;
     uint64_t total_in = 0, total_out = 0;
     int n_quant = 0, n_kept = 0;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    double t0 = llava_now_s();
     for (size_t j = 0; j < nfiles && !rc; j++) {
         rc = write_shard(set, &jobs[j], out, qt, keep, pool, weight_map);
         if (rc) break;
@@ -266,11 +266,11 @@ int cmd_quantize(int argc, char **argv) {
     }
     json_decref(weight_map);
     if (!rc) rc = copy_side_files(dir, out);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double t1 = llava_now_s();
     if (!rc)
         fprintf(stderr, "%s: %s, %d matrices quantized, %d tensors kept, %.2f GB -> %.2f GB in %.1f s\n", out,
                 tensor_qtype_name(qt), n_quant, n_kept, total_in * 1e-9, total_out * 1e-9,
-                (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec));
+                t1 - t0);
     free(jobs);
     tensor_pool_destroy(pool);
     st_set_close(set);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "base/file.h"
 #include "cli/cli.h"
 #include "text/tokenizer.h"
@@ -42,8 +43,6 @@ static double clock_ms(clockid_t id) {
     clock_gettime(id, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
 }
-
-static double now_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
 /* CPU time of this thread: what a shared machine's other load does not inflate. */
 static double cpu_ms(void) { return clock_ms(CLOCK_THREAD_CPUTIME_ID); }
@@ -89,16 +88,16 @@ static int read_stdin(char **out, size_t *len) {
 /* Encodes text until at least a second has passed (and 3 times), keeping the best time. */
 static int bench(const tokenizer *tok, const char *text, size_t len, unsigned flags,
                  double load_ms, double load_cpu_ms) {
-    double best = 1e30, best_cpu = 1e30, start = now_ms();
+    double best = 1e30, best_cpu = 1e30, start = llava_now_ms();
     size_t n_ids = 0;
     int runs = 0;
     llava_error err;
-    while (runs < 3 || now_ms() - start < 1000.0) {
+    while (runs < 3 || llava_now_ms() - start < 1000.0) {
         tokenizer_ids ids = {0};
-        double t0 = now_ms(), c0 = cpu_ms();
+        double t0 = llava_now_ms(), c0 = cpu_ms();
         if (tokenizer_encode(tok, text, len, flags, &ids, &err) != LLAVA_OK)
             return cli_fail("%s", err.message);
-        double dt = now_ms() - t0, dc = cpu_ms() - c0;
+        double dt = llava_now_ms() - t0, dc = cpu_ms() - c0;
         if (dt < best) best = dt;
         if (dc < best_cpu) best_cpu = dc;
         n_ids = ids.n;
@@ -210,12 +209,12 @@ int cmd_tokenize(int argc, char **argv) {
         len = strlen(text);
     }
     tokenizer *tok;
-    double t0 = now_ms(), c0 = cpu_ms();
+    double t0 = llava_now_ms(), c0 = cpu_ms();
     if (load(path, &tok)) {
         free(buf);
         return 1;
     }
-    double load_ms = now_ms() - t0, load_cpu_ms = cpu_ms() - c0;
+    double load_ms = llava_now_ms() - t0, load_cpu_ms = cpu_ms() - c0;
     int rc;
     if (do_bench) {
         rc = bench(tok, text, len, flags, load_ms, load_cpu_ms);

@@ -67,7 +67,7 @@ static void fill_timings(const eng_request *r, llava_timings *t, double now) {
 void eng_finish_locked(llava_engine *e, eng_request *r, llava_event *ev) {
     ev->request = r->id;
     ev->user = r->user;
-    fill_timings(r, &ev->timings, eng_now_ms());
+    fill_timings(r, &ev->timings, llava_now_ms());
     size_t slot = (size_t)(r->id & SLOT_MASK);
     e->slots[slot] = NULL;
     e->free_slots[e->n_free++] = (uint32_t)slot;
@@ -259,7 +259,7 @@ llava_status llava_engine_submit(llava_engine *e, const llava_request *req,
     r->user = req->user;
     r->in = in;
     atomic_init(&r->cancel, false);
-    r->t_submit = eng_now_ms();
+    r->t_submit = llava_now_ms();
 
     pthread_mutex_lock(&e->mu);
     int state = atomic_load_explicit(&e->state, memory_order_relaxed);

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "engine/events.h"
 #include "engine/metrics.h"
 #include "llava.h"
@@ -102,12 +103,6 @@ struct llava_engine {
     atomic_bool pool_wake;     /* a submit left waking the pool to the running worker */
     llava_error load_error;    /* written before state becomes FAILED, constant after */
 };
-
-static inline double eng_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 /* ---- engine.c ---- */
 void eng_queue_push(eng_queue *q, eng_request *r);

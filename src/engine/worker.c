@@ -97,10 +97,10 @@ void *eng_pool_main(void *arg) {
         const llava_model *m = e->model;
         pthread_mutex_unlock(&e->mu);
 
-        r->t_prep_start = eng_now_ms();
+        r->t_prep_start = llava_now_ms();
         llava_status st = LLAVA_OK;
         if (!atomic_load_explicit(&r->cancel, memory_order_relaxed)) st = model_prepare(e, m, r);
-        r->t_prep_end = eng_now_ms();
+        r->t_prep_end = llava_now_ms();
 
         pthread_mutex_lock(&e->mu);
         e->preparing--;
@@ -145,7 +145,7 @@ static int on_token(void *user, int32_t id, const char *text, size_t len) {
         return 1;
     }
     if (id >= 0) {
-        double now = eng_now_ms();
+        double now = llava_now_ms();
         if (r->t_first_token == 0) {
             r->t_first_token = now;
             eng_histogram_observe(&e->metrics.ttft, now - r->t_submit);
@@ -165,7 +165,7 @@ static int is_cancelled(void *user) {
 
 /* Runs one request to its terminal event. */
 static void run_request(llava_engine *e, llava_session *s, eng_request *r) {
-    r->t_run_start = eng_now_ms();
+    r->t_run_start = llava_now_ms();
     llava_generate_result res;
     memset(&res, 0, sizeof res);
     llava_status st = LLAVA_OK;

@@ -4,6 +4,7 @@
 #ifndef LLAVA_MODEL_INTERNAL_H
 #define LLAVA_MODEL_INTERNAL_H
 
+#include "base/clock.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "tensor/quant.h"
@@ -205,6 +206,5 @@ static inline void llava_linear(tensor_pool *pool, float *y, const float *x, con
     else
         tensor_matmul(pool, y, x, w->data, w->type, bias, M, w->rows, w->cols);
 }
-double llava_now_ms(void);
 
 #endif

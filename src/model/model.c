@@ -9,12 +9,6 @@
 #include "image/image.h"
 #include "model/internal.h"
 
-double llava_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 /* ---- element-wise and row work on the compute pool ----
  *
  * Between the products every thread but one would otherwise wait: the tower's activation alone

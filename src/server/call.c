@@ -15,6 +15,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "server/internal.h"
 
 /* ---- the call's life ---- */
@@ -42,9 +43,7 @@ static srv_call *call_new(srv_server *s, struct evhttp_request *req, srv_api api
     char day[24];
     strftime(day, sizeof day, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(c->created_at, sizeof c->created_at, "%s.%06ldZ", day, (long)tv.tv_usec);
-    struct timespec mono;
-    clock_gettime(CLOCK_MONOTONIC, &mono);
-    c->t_start = (double)mono.tv_sec * 1e3 + (double)mono.tv_nsec / 1e6;
+    c->t_start = llava_now_ms();
     c->next = s->calls;
     if (s->calls) s->calls->prev = c;
     s->calls = c;
@@ -80,9 +79,7 @@ static const char *path_of(srv_api api) {
 
 void srv_call_free(srv_call *c) {
     srv_server *s = c->srv;
-    struct timespec mono;
-    clock_gettime(CLOCK_MONOTONIC, &mono);
-    double ms = (double)mono.tv_sec * 1e3 + (double)mono.tv_nsec / 1e6 - c->t_start;
+    double ms = llava_now_ms() - c->t_start;
     if (c->gone)
         srv_log(s, "POST %s: client left after %d tokens, %.0f ms", path_of(c->api), c->tokens, ms);
     else

@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/error.h"
 #include "server/internal.h"
 
@@ -363,12 +364,6 @@ static llava_status check_config(const srv_config *c, llava_error *err) {
 #define ACCEPT_PAUSE_MS 100
 #define ACCEPT_LOG_EVERY_S 10.0
 
-static double monotonic_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* The listener's error callback is handed libevent's pointer (the evhttp that owns the
  * listener), not ours: each server is found from it in this list. */
 static pthread_mutex_t listening_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -400,7 +395,7 @@ static void on_accept_error(struct evconnlistener *listener, void *http) {
     if (!s) return;
     evconnlistener_disable(listener);
     s->stats.accept_pauses++;
-    double now = monotonic_s();
+    double now = llava_now_s();
     if (s->stats.accept_pauses == 1 || now - s->accept_logged >= ACCEPT_LOG_EVERY_S) {
         srv_log(s, "accepting connections: %s: paused, retried every %d ms (%llu pauses so far)",
                 evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS,

@@ -6,13 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "tensor/kernels.h"
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double cpu_s(void) {
     struct timespec ts;
@@ -56,9 +51,9 @@ double tensor_probe_read_bandwidth_ex(tensor_pool *pool, size_t bytes, int reps,
     tensor_pool_run(pool, bw_touch, &c);
     double best = 0, best_cpu = 0, amount = (double)(c.n * sizeof(float));
     for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = llava_now_s(), c0 = cpu_s();
         tensor_pool_run(pool, bw_read, &c);
-        double dt = now_s() - t0, dc = cpu_s() - c0;
+        double dt = llava_now_s() - t0, dc = cpu_s() - c0;
         if (amount / dt > best) best = amount / dt;
         double pc = per_cpu_rate(amount, dc, tensor_pool_threads(pool));
         if (pc > best_cpu) best_cpu = pc;
@@ -91,22 +86,22 @@ static double peak_of(double (*loop)(long), tensor_pool *pool, double seconds, d
     fma_ctx c = {.loop = loop, .iters = 1000};
     /* Calibrate on the caller so that one pass takes about a tenth of the time asked for. */
     for (;;) {
-        double t0 = now_s();
+        double t0 = llava_now_s();
         c.loop(c.iters);
-        double dt = now_s() - t0;
+        double dt = llava_now_s() - t0;
         if (dt > seconds / 10 || c.iters > (1L << 40)) break;
         c.iters *= 2;
     }
-    double best = 0, best_cpu = 0, t_end = now_s() + seconds;
+    double best = 0, best_cpu = 0, t_end = llava_now_s() + seconds;
     do {
         atomic_store(&c.flops, 0.0);
-        double t0 = now_s(), c0 = cpu_s();
+        double t0 = llava_now_s(), c0 = cpu_s();
         tensor_pool_run(pool, fma_slice, &c);
-        double dt = now_s() - t0, dc = cpu_s() - c0, f = atomic_load(&c.flops);
+        double dt = llava_now_s() - t0, dc = cpu_s() - c0, f = atomic_load(&c.flops);
         if (f / dt > best) best = f / dt;
         double pc = per_cpu_rate(f, dc, tensor_pool_threads(pool));
         if (pc > best_cpu) best_cpu = pc;
-    } while (now_s() < t_end);
+    } while (llava_now_s() < t_end);
     if (per_cpu) *per_cpu = best_cpu;
     return best;
 }

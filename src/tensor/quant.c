@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "base/clock.h"
 #include "tensor/quant_kernels.h"
 
 #if defined(__x86_64__)
@@ -308,12 +309,6 @@ const char *tensor_quant_path_name(void) { return quant_kernels_active()->name; 
 
 /* ---- peak rate probe ---- */
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 typedef struct dot_probe {
     const quant_kernels *k;
     long iters;
@@ -332,19 +327,19 @@ static void dot_probe_slice(void *ctx, int ith, int nth) {
 double tensor_quant_probe_peak_ops(tensor_pool *pool, double seconds) {
     dot_probe c = {.k = quant_kernels_active(), .iters = 1000};
     for (;;) { /* calibrate: one pass about a tenth of the time asked for */
-        double t0 = now_s();
+        double t0 = llava_now_s();
         c.k->dot_loop(c.iters);
-        if (now_s() - t0 > seconds / 10 || c.iters > (1L << 40)) break;
+        if (llava_now_s() - t0 > seconds / 10 || c.iters > (1L << 40)) break;
         c.iters *= 2;
     }
-    double best = 0, t_end = now_s() + seconds;
+    double best = 0, t_end = llava_now_s() + seconds;
     do {
         atomic_store(&c.ops, 0.0);
-        double t0 = now_s();
+        double t0 = llava_now_s();
         tensor_pool_run(pool, dot_probe_slice, &c);
-        double rate = atomic_load(&c.ops) / (now_s() - t0);
+        double rate = atomic_load(&c.ops) / (llava_now_s() - t0);
         if (rate > best) best = rate;
-    } while (now_s() < t_end);
+    } while (llava_now_s() < t_end);
     return best;
 }
 
